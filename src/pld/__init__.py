@@ -1,0 +1,3 @@
+"""pld — Prompt-Level Distillation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,101 @@
+"""Distillation settings: one frozen, validated dataclass, loadable from TOML."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pld.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    seed: int = 0
+    # phase 1
+    extract_max_attempts: int = 3
+    extract_max_tokens: int = 320
+    max_train: int | None = None
+    # phase 2 (paper: DBSCAN, cosine, eps 0.4, min_samples 6)
+    cluster_algorithm: str = "dbscan"
+    eps: float = 0.4
+    min_samples: int = 6
+    auto_eps: bool = True
+    consolidate_budget_tokens: int = 1500
+    consolidate_max_tokens: int = 300
+    # phase 3
+    max_rounds: int = 3
+    patience: int = 1
+    resolve_train_sample: int = 48
+    resolve_failures: int = 12
+    resolve_successes: int = 6
+    resolve_max_tokens: int = 700
+    # phase 4: contextual calibration of the student's label distribution
+    calibrate: bool = True
+    # clients
+    teacher_concurrency: int = 4
+    student_concurrency: int = 1
+    max_retries: int = 4
+    timeout_s: float = 600.0
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_calls: int | None = None
+    max_cost_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        positive = (
+            "extract_max_attempts",
+            "extract_max_tokens",
+            "min_samples",
+            "consolidate_budget_tokens",
+            "consolidate_max_tokens",
+            "patience",
+            "resolve_train_sample",
+            "resolve_failures",
+            "resolve_max_tokens",
+            "teacher_concurrency",
+            "student_concurrency",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_rounds < 0:
+            raise ConfigError("max_rounds must be >= 0 (0 skips conflict resolution)")
+        if not 0.0 < self.eps < 2.0:
+            raise ConfigError(f"eps is a cosine distance in (0, 2), got {self.eps}")
+        if self.cluster_algorithm not in ("dbscan", "hdbscan"):
+            raise ConfigError(
+                f"cluster_algorithm must be dbscan or hdbscan, got {self.cluster_algorithm!r}"
+            )
+        if self.max_train is not None and self.max_train < 1:
+            raise ConfigError("max_train must be >= 1")
+        if self.resolve_successes < 0:
+            raise ConfigError("resolve_successes must be >= 0")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ConfigError(str(e)) from e
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> DistillConfig:
+        try:
+            d = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from e
+        return cls.from_dict(d)
+
+    def with_overrides(self, **kw: Any) -> DistillConfig:
+        d = asdict(self)
+        d.update({k: v for k, v in kw.items() if v is not None})
+        return self.from_dict(d)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

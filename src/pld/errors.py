@@ -1,0 +1,87 @@
+"""The exception tree.
+
+Every failure that leaves pld is a :class:`PLDError` whose message names the fix. Vendor
+exceptions (openai, xllamacpp, sqlite) are translated at the boundary where they arise, so
+callers only ever need to catch this tree.
+"""
+
+from __future__ import annotations
+
+
+class PLDError(Exception):
+    """Base class of everything pld raises on purpose."""
+
+
+class ConfigError(PLDError):
+    """A setting, flag or model spec is wrong; the message says which and how to fix it."""
+
+
+class ModelNotFound(ConfigError):
+    """A model file or embedded model is not installed."""
+
+
+class DataError(PLDError):
+    """Input data is malformed; the message names the file, line or field."""
+
+
+class BackendError(PLDError):
+    """A model backend failed. ``retryable`` tells the client whether a retry can help."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BackendTimeout(BackendError):
+    retryable = True
+
+
+class BackendUnavailable(BackendError):
+    """The endpoint cannot be reached (connection refused, reset, server gone)."""
+
+    retryable = True
+
+
+class RateLimited(BackendError):
+    retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = 429
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class BackendResponseError(BackendError):
+    """The backend answered with an error. 5xx are retryable; 4xx are not."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retryable = status is not None and status >= 500
+
+
+class ContextOverflow(BackendResponseError):
+    """The prompt does not fit the model's context window."""
+
+
+class BudgetExceeded(PLDError):
+    """A hard cap (calls or cost) was reached. Completed work is cached: raise the cap and
+    resume."""
+
+
+class TeacherOutputError(PLDError):
+    """The teacher's reply did not parse or violated the schema after all re-asks."""
+
+
+class NotFittedError(PLDError):
+    """``predict`` was called on a Distiller that has not been fitted or loaded."""
+
+
+class RunDirError(PLDError):
+    """The run directory is missing, unwritable, not empty, or holds a damaged artifact."""
+
+
+class CacheError(PLDError):
+    """The cache database cannot be opened or is damaged."""

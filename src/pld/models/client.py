@@ -1,0 +1,406 @@
+"""THE client wrapper: every model call in pld goes through here, and nothing here is
+re-implemented by a backend.
+
+What it adds around a bare ``ChatModel`` / ``Embedder``:
+  * a content-addressed cache (hits cost zero calls and are marked ``cached``);
+  * bounded concurrency, a requests- and tokens-per-minute limiter;
+  * retries with exponential backoff and jitter on timeouts, lost connections, 429 and 5xx,
+    honouring Retry-After;
+  * usage and cost accounting per role and phase, and hard caps that raise
+    ``BudgetExceeded`` before the call that would cross them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pld.cache import Cache, cache_key
+from pld.errors import BackendError, BackendTimeout, BudgetExceeded, ConfigError
+from pld.models.base import ChatModel, Completion, Embedder, GenOptions, Message, Usage
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+    def cost(self, usage: Usage) -> float:
+        return (
+            usage.prompt_tokens * self.input_per_mtok
+            + usage.completion_tokens * self.output_per_mtok
+        ) / 1e6
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_concurrency: int = 4
+    max_retries: int = 4
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    timeout_s: float | None = 600.0
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ConfigError("max_concurrency must be >= 1")
+        if self.max_retries < 0:
+            raise ConfigError("max_retries must be >= 0")
+
+
+@dataclass
+class RoleStats:
+    calls: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Accountant:
+    """Usage per (role, phase), shared by every client of one run, and the run's hard caps."""
+
+    def __init__(self, *, max_calls: int | None = None, max_cost_usd: float | None = None) -> None:
+        self.max_calls = max_calls
+        self.max_cost_usd = max_cost_usd
+        self.phase = "-"
+        self.stats: dict[tuple[str, str], RoleStats] = {}
+
+    def _s(self, role: str) -> RoleStats:
+        return self.stats.setdefault((role, self.phase), RoleStats())
+
+    @property
+    def total_calls(self) -> int:
+        return sum(s.calls for s in self.stats.values())
+
+    @property
+    def total_cost(self) -> float:
+        return sum(s.cost_usd for s in self.stats.values())
+
+    def check_budget(self) -> None:
+        if self.max_calls is not None and self.total_calls >= self.max_calls:
+            raise BudgetExceeded(
+                f"the call cap max_calls={self.max_calls} is reached; completed calls are "
+                "cached — raise --max-calls and rerun with --resume to continue"
+            )
+        if self.max_cost_usd is not None and self.total_cost >= self.max_cost_usd:
+            raise BudgetExceeded(
+                f"the cost cap max_cost_usd={self.max_cost_usd} is reached (spent "
+                f"${self.total_cost:.4f}); raise --max-cost and rerun with --resume"
+            )
+
+    def record_call(self, role: str, usage: Usage, latency: float, cost: float) -> None:
+        s = self._s(role)
+        s.calls += 1
+        s.prompt_tokens += usage.prompt_tokens
+        s.completion_tokens += usage.completion_tokens
+        s.cached_prompt_tokens += usage.cached_prompt_tokens
+        s.cost_usd += cost
+        s.latency_s += latency
+
+    def record_hit(self, role: str) -> None:
+        self._s(role).cache_hits += 1
+
+    def record_attempt_error(self, role: str, err: Exception, *, final: bool) -> None:
+        s = self._s(role)
+        s.calls += 1
+        name = type(err).__name__
+        s.errors[name] = s.errors.get(name, 0) + 1
+        if final:
+            s.failures += 1
+        else:
+            s.retries += 1
+
+    def by_role(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, RoleStats] = {}
+        for (role, _), s in self.stats.items():
+            agg = out.setdefault(role, RoleStats())
+            _merge(agg, s)
+        return {r: s.to_json() for r, s in sorted(out.items())}
+
+    def by_phase(self) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for (role, phase), s in sorted(self.stats.items()):
+            out.setdefault(phase, {})[role] = s.to_json()
+        return out
+
+
+def _merge(into: RoleStats, s: RoleStats) -> None:
+    for name in (
+        "calls",
+        "cache_hits",
+        "failures",
+        "retries",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_prompt_tokens",
+    ):
+        setattr(into, name, getattr(into, name) + getattr(s, name))
+    into.cost_usd += s.cost_usd
+    into.latency_s += s.latency_s
+    for k, v in s.errors.items():
+        into.errors[k] = into.errors.get(k, 0) + v
+
+
+class RateLimiter:
+    """Sliding one-minute window over requests and (estimated) tokens."""
+
+    def __init__(self, rpm: float | None, tpm: float | None) -> None:
+        self.rpm = rpm
+        self.tpm = tpm
+        self._events: deque[tuple[float, int]] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, tokens: int) -> None:
+        if self.rpm is None and self.tpm is None:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._events and now - self._events[0][0] >= 60.0:
+                    self._events.popleft()
+                n_req = len(self._events)
+                n_tok = sum(t for _, t in self._events)
+                ok_r = self.rpm is None or n_req + 1 <= self.rpm
+                ok_t = self.tpm is None or n_tok + tokens <= self.tpm or n_req == 0
+                if ok_r and ok_t:
+                    self._events.append((now, tokens))
+                    return
+                wait = 60.0 - (now - self._events[0][0]) if self._events else 0.05
+                await asyncio.sleep(max(wait, 0.01))
+
+
+def _estimate_tokens(messages: Sequence[Message], options: GenOptions) -> int:
+    return sum(len(m.content) for m in messages) // 4 + options.max_tokens
+
+
+class _Retrying:
+    """Shared retry loop for chat and embedding calls."""
+
+    def __init__(self, role: str, accountant: Accountant, limits: Limits, seed: int) -> None:
+        self.role = role
+        self.accountant = accountant
+        self.limits = limits
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sem = asyncio.Semaphore(limits.max_concurrency)
+        self._limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
+        self._rng = random.Random(seed)
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def _delay(self, attempt: int, err: BackendError) -> float:
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after) + self._rng.uniform(0.0, 0.1)
+        base = min(self.limits.backoff_max_s, self.limits.backoff_base_s * (2**attempt))
+        return float(base * self._rng.uniform(0.5, 1.0))
+
+    def _bind_loop(self) -> None:
+        # asyncio primitives belong to one event loop; a client outlives a loop when the sync
+        # API runs fit() and predict() under separate asyncio.run calls.
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._sem = asyncio.Semaphore(self.limits.max_concurrency)
+            self._limiter = RateLimiter(
+                self.limits.requests_per_minute, self.limits.tokens_per_minute
+            )
+
+    async def run(self, call: Any, est_tokens: int) -> Any:
+        self._bind_loop()
+        last: BackendError | None = None
+        for attempt in range(self.limits.max_retries + 1):
+            self.accountant.check_budget()
+            await self._limiter.acquire(est_tokens)
+            async with self._sem:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    if self.limits.timeout_s is not None:
+                        try:
+                            return await asyncio.wait_for(call(), self.limits.timeout_s)
+                        except TimeoutError as e:
+                            raise BackendTimeout(
+                                f"the {self.role} call took longer than "
+                                f"{self.limits.timeout_s:g}s; raise the timeout or check "
+                                "the endpoint"
+                            ) from e
+                    return await call()
+                except BackendError as e:
+                    final = not e.retryable or attempt == self.limits.max_retries
+                    self.accountant.record_attempt_error(self.role, e, final=final)
+                    if final:
+                        if e.retryable:
+                            raise type(e)(
+                                f"{e} (gave up after {attempt + 1} attempts)",
+                                **_err_kwargs(e),
+                            ) from e
+                        raise
+                    last = e
+                finally:
+                    self.in_flight -= 1
+            delay = self._delay(attempt, last)
+            log.info("%s call failed (%s); retry %d in %.2fs", self.role, last, attempt + 1, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _err_kwargs(e: BackendError) -> dict[str, Any]:
+    kw: dict[str, Any] = {"status": e.status}
+    if hasattr(e, "retry_after"):
+        kw["retry_after"] = e.retry_after
+    return kw
+
+
+class ChatClient:
+    """A ``ChatModel`` with cache, limits, retries and accounting around it."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        *,
+        role: str,
+        accountant: Accountant | None = None,
+        cache: Cache | None = None,
+        limits: Limits | None = None,
+        price: Price | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.role = role
+        self.accountant = accountant or Accountant()
+        self.cache = cache
+        self.limits = limits or Limits()
+        self.price = price or Price()
+        self._retry = _Retrying(role, self.accountant, self.limits, seed)
+
+    @property
+    def identity(self) -> str:
+        return self.model.identity
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._retry.max_in_flight
+
+    def key(self, messages: Sequence[Message], options: GenOptions, sample: int) -> str:
+        return cache_key(
+            {
+                "v": CACHE_VERSION,
+                "kind": "chat",
+                "model": self.model.identity,
+                "messages": [m.to_dict() for m in messages],
+                "options": options.canonical(),
+                "sample": sample,
+            }
+        )
+
+    async def complete(
+        self, messages: Sequence[Message], options: GenOptions, *, sample: int = 0
+    ) -> Completion:
+        key = self.key(messages, options, sample)
+        if self.cache is not None:
+            hit = self.cache.get_completion(key)
+            if hit is not None:
+                self.accountant.record_hit(self.role)
+                return Completion.from_json(hit, cached=True)
+
+        async def call() -> Completion:
+            return await self.model.complete(messages, options)
+
+        comp: Completion = await self._retry.run(call, _estimate_tokens(messages, options))
+        self.accountant.record_call(
+            self.role, comp.usage, comp.latency_s, self.price.cost(comp.usage)
+        )
+        if self.cache is not None:
+            self.cache.put_completion(key, comp.to_json())
+        return comp
+
+
+class EmbedClient:
+    """An ``Embedder`` with a per-text cache, limits, retries and accounting around it."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        role: str = "embedder",
+        accountant: Accountant | None = None,
+        cache: Cache | None = None,
+        limits: Limits | None = None,
+        batch_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        self.embedder = embedder
+        self.role = role
+        self.accountant = accountant or Accountant()
+        self.cache = cache
+        self.limits = limits or Limits()
+        self.batch_size = batch_size
+        self._retry = _Retrying(role, self.accountant, self.limits, seed)
+
+    @property
+    def identity(self) -> str:
+        return self.embedder.identity
+
+    def _key(self, text: str) -> str:
+        return cache_key(
+            {"v": CACHE_VERSION, "kind": "embed", "model": self.embedder.identity, "text": text}
+        )
+
+    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        keys = [self._key(t) for t in texts]
+        found: dict[int, NDArray[np.float32]] = {}
+        if self.cache is not None:
+            for i, k in enumerate(keys):
+                v = self.cache.get_embedding(k)
+                if v is not None:
+                    found[i] = v
+                    self.accountant.record_hit(self.role)
+        missing = [i for i in range(len(texts)) if i not in found]
+        for start in range(0, len(missing), self.batch_size):
+            idx = missing[start : start + self.batch_size]
+            batch = [texts[i] for i in idx]
+
+            async def call(batch: list[str] = batch) -> tuple[NDArray[np.float32], float]:
+                t0 = time.perf_counter()
+                out = await self.embedder.embed(batch)
+                return out, time.perf_counter() - t0
+
+            vecs, dt = await self._retry.run(call, sum(len(t) for t in batch) // 4)
+            if vecs.shape[0] != len(batch):
+                raise BackendError(
+                    f"embedder returned {vecs.shape[0]} vectors for {len(batch)} texts"
+                )
+            ntok = sum(len(t) for t in batch) // 4
+            self.accountant.record_call(self.role, Usage(prompt_tokens=ntok), dt, 0.0)
+            for i, v in zip(idx, vecs, strict=True):
+                found[i] = np.asarray(v, dtype=np.float32)
+            if self.cache is not None:
+                self.cache.put_embeddings([(keys[i], found[i]) for i in idx])
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([found[i] for i in range(len(texts))]).astype(np.float32)

@@ -1,0 +1,108 @@
+"""Model spec strings → backends.
+
+    local:smollm2                          the embedded SmolLM2-135M-Instruct GGUF
+    local:/path/model.gguf?ctx=8192&slots=2&threads=2
+    openai:gpt-4.1-mini                    api.openai.com, key from $OPENAI_API_KEY
+    openai:my-model@http://127.0.0.1:8000/v1?dialect=llamacpp
+    openai:gemini-2.5-flash@https://generativelanguage.googleapis.com/v1beta/openai/?key_env=GEMINI_API_KEY
+
+Options after ``?`` are validated: an unknown one is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from pld.errors import ConfigError
+from pld.models.base import ChatModel, Embedder
+
+_LOCAL_OPTS = {"ctx": int, "slots": int, "threads": int}
+_OPENAI_OPTS = {"dialect": str, "key_env": str, "timeout": float}
+SPEC_HELP = (
+    "model specs look like local:smollm2, local:/path/model.gguf, openai:MODEL or "
+    "openai:MODEL@http://host:port/v1"
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    backend: str
+    model: str
+    base_url: str | None = None
+    options: dict[str, object] = field(default_factory=dict)
+
+
+def parse_spec(spec: str) -> Spec:
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(f"unknown model spec {spec!r}; {SPEC_HELP}")
+    backend, _, rest = spec.partition(":")
+    if backend not in ("local", "openai"):
+        raise ConfigError(f"unknown backend {backend!r} in {spec!r}; {SPEC_HELP}")
+    query = ""
+    if "?" in rest:
+        rest, _, query = rest.rpartition("?")
+    allowed = _LOCAL_OPTS if backend == "local" else _OPENAI_OPTS
+    opts: dict[str, object] = {}
+    for k, v in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+        if k not in allowed:
+            raise ConfigError(
+                f"unknown option {k!r} in {spec!r}; {backend} accepts: {', '.join(allowed)}"
+            )
+        try:
+            opts[k] = allowed[k](v)
+        except ValueError as e:
+            raise ConfigError(f"option {k}={v!r} in {spec!r} is not a {allowed[k].__name__}") from e
+    base_url = None
+    model = rest
+    if backend == "openai" and "@" in rest:
+        model, _, base_url = rest.partition("@")
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base URL in {spec!r} must start with http:// or https://")
+    if not model:
+        raise ConfigError(f"model spec {spec!r} names no model; {SPEC_HELP}")
+    return Spec(backend, model, base_url, opts)
+
+
+def resolve_chat(spec: str, *, api_key: str | None = None) -> ChatModel:
+    s = parse_spec(spec)
+    if s.backend == "local":
+        from pld.models.local import LocalChatModel
+
+        return LocalChatModel(
+            s.model,
+            n_ctx=int(s.options.get("ctx", 8192)),  # type: ignore[call-overload]
+            n_parallel=int(s.options.get("slots", 1)),  # type: ignore[call-overload]
+            n_threads=int(s.options.get("threads", 0)),  # type: ignore[call-overload]
+        )
+    from pld.models.openai_compat import OpenAIChatModel
+
+    return OpenAIChatModel(
+        s.model,
+        base_url=s.base_url,
+        api_key=api_key,
+        api_key_env=str(s.options.get("key_env", "OPENAI_API_KEY")),
+        dialect=str(s.options.get("dialect", "openai")),
+        timeout_s=float(s.options.get("timeout", 600.0)),  # type: ignore[arg-type]
+    )
+
+
+def resolve_embedder(spec: str, *, api_key: str | None = None) -> Embedder:
+    s = parse_spec(spec)
+    if s.backend == "local":
+        from pld.models.local import LocalEmbedder
+
+        return LocalEmbedder(
+            s.model,
+            n_ctx=int(s.options.get("ctx", 2048)),  # type: ignore[call-overload]
+            n_threads=int(s.options.get("threads", 0)),  # type: ignore[call-overload]
+        )
+    from pld.models.openai_compat import OpenAIEmbedder
+
+    return OpenAIEmbedder(
+        s.model,
+        base_url=s.base_url,
+        api_key=api_key,
+        api_key_env=str(s.options.get("key_env", "OPENAI_API_KEY")),
+        timeout_s=float(s.options.get("timeout", 600.0)),  # type: ignore[arg-type]
+    )

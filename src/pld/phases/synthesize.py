@@ -1,0 +1,297 @@
+"""Phase 2 — synthesis: embed the raw rules, cluster them, and have the teacher merge each
+cluster into one ``topic + instruction``.
+
+Paper defaults: DBSCAN, cosine distance, eps 0.4, min_samples 6, noise dropped. Two guards the
+paper lacks: when the defaults give no usable clustering (all noise, or one cluster — typical
+for small training sets) eps is chosen from the k-distance distribution and the choice logged;
+and every label keeps at least one instruction (synthesis tends to drop minority labels), built
+from that label's noise rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pld._async import gather_all
+from pld.models.base import GenOptions, Message
+from pld.models.client import ChatClient, EmbedClient
+from pld.phases.extract import RawRule
+from pld.prompts import TEACHER_SYSTEM, consolidate_prompt, consolidate_schema, parse_json_object
+from pld.rules import Instruction, InstructionSet
+from pld.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusteringResult:
+    assignments: tuple[int, ...]  # cluster index per rule, -1 = noise
+    eps: float
+    min_samples: int
+    algorithm: str
+    auto: bool
+    log: tuple[str, ...] = ()
+
+    @property
+    def n_clusters(self) -> int:
+        return len({a for a in self.assignments if a >= 0})
+
+
+@dataclass
+class SynthesisResult:
+    instructions: InstructionSet
+    clustering: ClusteringResult
+    clusters: list[dict[str, Any]] = field(default_factory=list)
+    noise: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(n == 0, 1.0, n)).astype(np.float32)
+
+
+def _dbscan(x: NDArray[np.float32], eps: float, min_samples: int) -> NDArray[np.int64]:
+    from sklearn.cluster import DBSCAN
+
+    # Cosine distance on unit vectors == euclidean**2 / 2, so run euclidean (tree-indexable,
+    # memory ~ O(n * neighbours) rather than an n*n matrix) at the equivalent radius.
+    radius = float(np.sqrt(max(2.0 * eps, 0.0)))
+    return np.asarray(DBSCAN(eps=radius, min_samples=min_samples).fit_predict(x), dtype=np.int64)
+
+
+def _hdbscan(x: NDArray[np.float32], min_samples: int) -> NDArray[np.int64]:
+    from sklearn.cluster import HDBSCAN
+
+    return np.asarray(
+        HDBSCAN(min_cluster_size=max(2, min_samples), min_samples=min_samples).fit_predict(x),
+        dtype=np.int64,
+    )
+
+
+def _usable(a: NDArray[np.int64]) -> bool:
+    return len({int(v) for v in a if v >= 0}) >= 2
+
+
+def cluster_rules(
+    vectors: NDArray[np.float32],
+    *,
+    eps: float = 0.4,
+    min_samples: int = 6,
+    algorithm: str = "dbscan",
+    auto_eps: bool = True,
+) -> ClusteringResult:
+    x = _normalise(np.asarray(vectors, dtype=np.float32))
+    n = x.shape[0]
+    if n == 0:
+        return ClusteringResult((), eps, min_samples, algorithm, False)
+    if algorithm == "hdbscan":
+        a = _hdbscan(x, min_samples) if n > min_samples else np.full(n, -1, dtype=np.int64)
+        return ClusteringResult(tuple(int(v) for v in a), eps, min_samples, "hdbscan", False)
+    a = _dbscan(x, eps, min_samples)
+    if _usable(a) or not auto_eps or n < 4:
+        return ClusteringResult(tuple(int(v) for v in a), eps, min_samples, "dbscan", False)
+
+    from sklearn.neighbors import NearestNeighbors
+
+    ms = max(2, min(min_samples, n // 8))
+    k = min(ms, n - 1)
+    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    kdist = (dist[:, k] ** 2) / 2.0  # back to cosine distance
+    why = (
+        f"eps={eps}, min_samples={min_samples} gave "
+        f"{len({v for v in a if v >= 0})} cluster(s) over {n} rules"
+    )
+    trail = [why]
+    best: tuple[tuple[int, float], float, NDArray[np.int64]] | None = None
+    for q in range(10, 95, 5):
+        cand = float(np.percentile(kdist, q))
+        if cand <= 0:
+            continue
+        b = _dbscan(x, cand, ms)
+        nc = len({int(v) for v in b if v >= 0})
+        noise = float(np.mean(b < 0))
+        trail.append(f"eps={cand:.3f} (k-dist p{q}): {nc} clusters, noise {noise:.0%}")
+        score = (nc if noise <= 0.5 else -1, -noise)
+        if nc >= 2 and (best is None or score > best[0]):
+            best = (score, cand, b)
+    if best is None:
+        trail.append("no eps gave >= 2 clusters; keeping the default result")
+        log.info("auto-eps: %s", "; ".join(trail))
+        return ClusteringResult(
+            tuple(int(v) for v in a), eps, min_samples, "dbscan", True, tuple(trail)
+        )
+    _, chosen, b = best
+    trail.append(f"chose eps={chosen:.3f}, min_samples={ms}")
+    log.info("auto-eps: %s", "; ".join(trail))
+    return ClusteringResult(tuple(int(v) for v in b), chosen, ms, "dbscan", True, tuple(trail))
+
+
+def _fit_budget(
+    members: Sequence[RawRule], budget_tokens: int, rng: random.Random
+) -> list[RawRule]:
+    """Sample a cluster's rules to fit the consolidation prompt budget (~4 chars/token)."""
+    order = list(members)
+    rng.shuffle(order)
+    out: list[RawRule] = []
+    used = 0
+    for r in order:
+        cost = len(r.rule) // 4 + 8
+        if out and used + cost > budget_tokens:
+            break
+        out.append(r)
+        used += cost
+    return out
+
+
+async def _consolidate(
+    task: Task,
+    members: Sequence[RawRule],
+    teacher: ChatClient,
+    *,
+    budget_tokens: int,
+    max_tokens: int,
+    max_attempts: int,
+    rng: random.Random,
+) -> tuple[str, str, tuple[str, ...], str | None]:
+    """Return (topic, instruction, labels, failure reason or None)."""
+    shown = _fit_budget(members, budget_tokens, rng)
+    prompt = consolidate_prompt(
+        task.description, task.labels, task.label_descriptions, [(r.label, r.rule) for r in shown]
+    )
+    schema = consolidate_schema(task.labels)
+    messages = [Message("system", TEACHER_SYSTEM), Message("user", prompt)]
+    counts = Counter(r.label for r in members)
+    majority = tuple(lab for lab, c in counts.most_common() if c >= 0.25 * len(members))
+    reason = ""
+    for attempt in range(max_attempts):
+        comp = await teacher.complete(
+            messages,
+            GenOptions(
+                max_tokens=max_tokens,
+                temperature=0.0 if attempt == 0 else 0.7,
+                seed=attempt,
+                json_schema=schema,
+            ),
+            sample=attempt,
+        )
+        try:
+            obj = parse_json_object(comp.text)
+            topic = str(obj.get("topic", "")).strip()
+            text = " ".join(str(obj.get("instruction", "")).split())
+            if len(text.split()) < 4 or not topic:
+                raise ValueError("topic and an instruction of >= 4 words are required")
+            labels = tuple(dict.fromkeys(x for x in obj.get("labels", []) if x in task.labels))
+            return topic, text, labels or majority, None
+        except (ValueError, TypeError, AttributeError) as e:
+            reason = f"{type(e).__name__}: {e}"
+    # Fall back to the cluster's most typical rule (recorded), rather than losing the cluster.
+    medoid = max(members, key=lambda r: counts[r.label])
+    return f"{medoid.label} rule", medoid.rule, majority, reason
+
+
+async def synthesize(
+    task: Task,
+    rules: Sequence[RawRule],
+    embedder: EmbedClient,
+    teacher: ChatClient,
+    *,
+    eps: float = 0.4,
+    min_samples: int = 6,
+    algorithm: str = "dbscan",
+    auto_eps: bool = True,
+    budget_tokens: int = 1500,
+    max_tokens: int = 300,
+    max_attempts: int = 2,
+    seed: int = 0,
+    on_done: Callable[[], None] | None = None,
+) -> SynthesisResult:
+    vectors = await embedder.embed([r.rule for r in rules])
+    clustering = cluster_rules(
+        vectors, eps=eps, min_samples=min_samples, algorithm=algorithm, auto_eps=auto_eps
+    )
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(clustering.assignments):
+        groups.setdefault(c, []).append(i)
+    cluster_ids = sorted((c for c in groups if c >= 0), key=lambda c: (-len(groups[c]), c))
+    noise_idx = groups.get(-1, [])
+
+    jobs: list[tuple[str, list[int]]] = [(f"cluster-{c}", groups[c]) for c in cluster_ids]
+    # Label coverage guard: a label whose rules were all noise gets an instruction from them.
+    clustered_labels = {rules[i].label for c in cluster_ids for i in groups[c]}
+    for lab in task.labels:
+        if lab in clustered_labels:
+            continue
+        own = [i for i in noise_idx if rules[i].label == lab]
+        if own:
+            jobs.append((f"coverage-{lab}", own))
+            log.info(
+                "label %r lost all its rules to noise: synthesizing one from %d", lab, len(own)
+            )
+
+    rng = random.Random(seed)
+    rngs = [random.Random(rng.random()) for _ in jobs]
+
+    async def run(k: int) -> tuple[str, str, tuple[str, ...], str | None]:
+        out = await _consolidate(
+            task,
+            [rules[i] for i in jobs[k][1]],
+            teacher,
+            budget_tokens=budget_tokens,
+            max_tokens=max_tokens,
+            max_attempts=max_attempts,
+            rng=rngs[k],
+        )
+        if on_done is not None:
+            on_done()
+        return out
+
+    merged = await gather_all(run(k) for k in range(len(jobs)))
+    instructions: list[Instruction] = []
+    clusters: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    covered_from_noise: set[int] = set()
+    for k, ((name, idx), (topic, text, labels, fail)) in enumerate(zip(jobs, merged, strict=True)):
+        iid = f"R{k + 1}"
+        origin = "coverage guard" if name.startswith("coverage") else "cluster"
+        if name.startswith("coverage"):
+            covered_from_noise.update(idx)
+        hist: tuple[str, ...] = (f"synthesized from {len(idx)} rules ({origin})",)
+        if fail:
+            hist = (*hist, f"teacher consolidation failed ({fail}); kept the typical rule")
+            failures.append({"instruction": iid, "job": name, "reason": fail})
+        instructions.append(
+            Instruction(iid, topic, text, labels, tuple(rules[i].example_id for i in idx), hist)
+        )
+        clusters.append(
+            {
+                "instruction": iid,
+                "job": name,
+                "size": len(idx),
+                "labels": dict(Counter(rules[i].label for i in idx)),
+                "rules": [rules[i].example_id for i in idx],
+            }
+        )
+    noise = [
+        {
+            **rules[i].to_json(),
+            "reason": (
+                f"DBSCAN noise: fewer than {clustering.min_samples} rules within cosine "
+                f"distance {clustering.eps:.3f}"
+            )
+            + ("; used by the label coverage guard" if i in covered_from_noise else "; dropped"),
+        }
+        for i in noise_idx
+    ]
+    notes = tuple(clustering.log)
+    return SynthesisResult(
+        InstructionSet(tuple(instructions), 0, notes), clustering, clusters, noise, failures
+    )
