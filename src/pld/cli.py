@@ -386,6 +386,35 @@ def _predict(
         sys.stdout.write(lines)
 
 
+# -- serve ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--model", default="smollm2", show_default=True, help="smollm2 or a .gguf path.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@click.option("--ctx", default=8192, show_default=True)
+@click.option("--slots", default=1, show_default=True)
+def serve(model: str, host: str, port: int, ctx: int, slots: int) -> None:
+    """Serve a GGUF over an OpenAI-compatible HTTP API (chat + embeddings)."""
+    from pld.serve import main as serve_main
+
+    _run(
+        lambda: serve_main(
+            [
+                "--model",
+                model,
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--ctx",
+                str(ctx),
+                "--slots",
+                str(slots),
+            ]
+        )
+    )
+
+
 # -- demo ------------------------------------------------------------------------------------
 @main.command()
 @click.option("--out", "out_dir", default=".pld-demo/run", show_default=True)

@@ -72,7 +72,9 @@ def _hdbscan(x: NDArray[np.float32], min_samples: int) -> NDArray[np.int64]:
     from sklearn.cluster import HDBSCAN
 
     return np.asarray(
-        HDBSCAN(min_cluster_size=max(2, min_samples), min_samples=min_samples).fit_predict(x),
+        HDBSCAN(
+            min_cluster_size=max(2, min_samples), min_samples=min_samples, copy=True
+        ).fit_predict(x),
         dtype=np.int64,
     )
 
@@ -225,45 +227,62 @@ async def synthesize(
     noise_idx = groups.get(-1, [])
 
     jobs: list[tuple[str, list[int]]] = [(f"cluster-{c}", groups[c]) for c in cluster_ids]
-    # Label coverage guard: a label whose rules were all noise gets an instruction from them.
-    clustered_labels = {rules[i].label for c in cluster_ids for i in groups[c]}
-    for lab in task.labels:
-        if lab in clustered_labels:
-            continue
-        own = [i for i in noise_idx if rules[i].label == lab]
-        if own:
-            jobs.append((f"coverage-{lab}", own))
-            log.info(
-                "label %r lost all its rules to noise: synthesizing one from %d", lab, len(own)
-            )
-
     rng = random.Random(seed)
-    rngs = [random.Random(rng.random()) for _ in jobs]
 
-    async def run(k: int) -> tuple[str, str, tuple[str, ...], str | None]:
-        out = await _consolidate(
-            task,
-            [rules[i] for i in jobs[k][1]],
-            teacher,
-            budget_tokens=budget_tokens,
-            max_tokens=max_tokens,
-            max_attempts=max_attempts,
-            rng=rngs[k],
-        )
-        if on_done is not None:
-            on_done()
-        return out
+    async def run_jobs(
+        batch: list[tuple[str, list[int]]],
+    ) -> list[tuple[str, str, tuple[str, ...], str | None]]:
+        rngs = [random.Random(rng.random()) for _ in batch]
 
-    merged = await gather_all(run(k) for k in range(len(jobs)))
+        async def run(k: int) -> tuple[str, str, tuple[str, ...], str | None]:
+            out = await _consolidate(
+                task,
+                [rules[i] for i in batch[k][1]],
+                teacher,
+                budget_tokens=budget_tokens,
+                max_tokens=max_tokens,
+                max_attempts=max_attempts,
+                rng=rngs[k],
+            )
+            if on_done is not None:
+                on_done()
+            return out
+
+        return await gather_all(run(k) for k in range(len(batch)))
+
+    merged = await run_jobs(jobs)
+    # Label coverage guard (the paper's synthesis drops minority labels): a label that no
+    # consolidated instruction decides gets one, from its noise rules (or, if it had none,
+    # from its clustered rules), and that instruction decides exactly that label.
+    covered = {lab for _, _, labs, _ in merged for lab in labs}
+    guard_jobs: list[tuple[str, list[int]]] = []
+    for lab in task.labels:
+        if lab in covered:
+            continue
+        own = [i for i in noise_idx if rules[i].label == lab] or [
+            i for i, r in enumerate(rules) if r.label == lab
+        ]
+        if own:
+            guard_jobs.append((f"coverage-{lab}", own))
+            log.info("label %r has no instruction: synthesizing one from %d rules", lab, len(own))
+    guarded = await run_jobs(guard_jobs)
+    guarded = [
+        (topic, text, (job[0].removeprefix("coverage-"),), fail)
+        for job, (topic, text, _, fail) in zip(guard_jobs, guarded, strict=True)
+    ]
+    jobs += guard_jobs
+    merged += guarded
+
     instructions: list[Instruction] = []
     clusters: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     covered_from_noise: set[int] = set()
+    noise_set = set(noise_idx)
     for k, ((name, idx), (topic, text, labels, fail)) in enumerate(zip(jobs, merged, strict=True)):
         iid = f"R{k + 1}"
         origin = "coverage guard" if name.startswith("coverage") else "cluster"
         if name.startswith("coverage"):
-            covered_from_noise.update(idx)
+            covered_from_noise.update(i for i in idx if i in noise_set)
         hist: tuple[str, ...] = (f"synthesized from {len(idx)} rules ({origin})",)
         if fail:
             hist = (*hist, f"teacher consolidation failed ({fail}); kept the typical rule")

@@ -1,0 +1,85 @@
+"""Shared fixtures. Every test gets its own cache file (never ~/.cache). Fixtures that need
+the real embedded model or a real HTTP server are session-scoped: loading is cheap, but
+sharing keeps llama.cpp's prompt cache warm across tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLD_CACHE", str(tmp_path / "cache.sqlite"))
+
+
+class ServerProcess:
+    def __init__(self, extra: list[str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pld.serve", "--ctx", "4096", *(extra or [])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("LISTENING "):
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.base_url = line.split(" ", 1)[1]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[ServerProcess]:
+    """A real llama.cpp OpenAI-compatible server on 127.0.0.1 serving SmolLM2."""
+    s = ServerProcess()
+    yield s
+    s.kill()
+
+
+@pytest.fixture()
+def own_llama_server() -> Iterator[ServerProcess]:
+    """A server this test may kill."""
+    s = ServerProcess()
+    yield s
+    s.kill()
+
+
+@pytest.fixture(scope="session")
+def smollm2_chat():  # type: ignore[no-untyped-def]
+    from pld.models.local import LocalChatModel
+
+    return LocalChatModel("smollm2", n_ctx=4096)
+
+
+@pytest.fixture(scope="session")
+def smollm2_embedder():  # type: ignore[no-untyped-def]
+    from pld.models.local import LocalEmbedder
+
+    return LocalEmbedder("smollm2")
+
+
+def wait_until(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,95 @@
+"""A synthetic task and scripted teacher/student whose behaviour depends on the prompts they
+get, so the pipeline's logic (not just its plumbing) is exercised without a real model."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+from pld.models.base import GenOptions, Message
+from pld.models.fake import ScriptedChatModel
+from pld.tasks.base import Example, Task
+
+KEYWORDS = {"fruit": "apple", "metal": "iron", "animal": "otter"}
+FILLERS = ["pie", "stew", "cake", "soup", "salad", "tart", "bread", "jam", "roll", "bowl"]
+
+
+def make_task(n_per_label: int = 10) -> Task:
+    ex = []
+    for lab, kw in KEYWORDS.items():
+        for i in range(n_per_label):
+            ex.append(
+                Example(f"{lab}-{i:02d}", {"text": f"we saw {kw} {FILLERS[i % 10]} no {i}"}, lab)
+            )
+    return Task(
+        "synthetic", "Say what the text is about.", tuple(KEYWORDS), tuple(ex), "Text: {text}"
+    )
+
+
+def teacher_reply(
+    messages: Sequence[Message],
+    options: GenOptions,
+    *,
+    bad_ids: tuple[str, ...] = (),
+    resolve_edits: list[list[dict]] | None = None,
+    state: dict | None = None,
+) -> str:
+    user = messages[1].content
+    if 'The correct label for this input is "' in user:
+        gold = re.search(r'The correct label for this input is "([^"]+)"', user).group(1)  # type: ignore[union-attr]
+        text = re.search(r"<input>\n(.*)\n</input>", user, re.S).group(1)  # type: ignore[union-attr]
+        if any(
+            f" no {b.split('-')[1].lstrip('0') or '0'}" in text and b.startswith(gold)
+            for b in bad_ids
+        ):
+            return "this is not JSON"
+        kw = KEYWORDS[gold]
+        return json.dumps(
+            {
+                "reasoning": f"it is about {kw}",
+                "rule": f"If the text talks about {kw} things, then the label is {gold}.",
+            }
+        )
+    if "Merge them into ONE" in user:
+        labs = re.findall(r"^- \((\w+)\) ", user, re.M)
+        lab = max(set(labs), key=labs.count)
+        return json.dumps(
+            {
+                "topic": f"{lab} topic",
+                "instruction": f"If the text talks about {KEYWORDS[lab]} things, "
+                f"the label is {lab}.",
+                "labels": [lab],
+            }
+        )
+    if "got these inputs WRONG" in user:
+        assert state is not None and resolve_edits is not None
+        k = state.setdefault("round", 0)
+        state["round"] = k + 1
+        edits = resolve_edits[k] if k < len(resolve_edits) else []
+        return json.dumps({"diagnosis": f"round {k + 1}", "edits": edits})
+    raise AssertionError(f"unexpected teacher prompt: {user[:200]}")
+
+
+def make_teacher(**kw: object) -> ScriptedChatModel:
+    state: dict = {}
+    return ScriptedChatModel(
+        lambda m, o: teacher_reply(m, o, state=state, **kw),  # type: ignore[arg-type]
+        name="teacher",
+    )
+
+
+def student_reply(messages: Sequence[Message], options: GenOptions) -> str:
+    """Answers a label only if the system prompt has a rule mentioning the input's keyword;
+    otherwise answers the first label (a strong prior, like small models have)."""
+    system, user = messages[0].content, messages[1].content
+    assert options.choices is not None
+    rules = system.split("Decision rules", 1)[1] if "Decision rules" in system else ""
+    for lab, kw in KEYWORDS.items():
+        if kw in user and kw in rules:
+            return lab
+    return options.choices[0]
+
+
+def make_student() -> ScriptedChatModel:
+    return ScriptedChatModel(student_reply, name="student")
