@@ -99,3 +99,22 @@ class DistillConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def outcome_settings(self) -> dict[str, Any]:
+        """The settings that change what a run produces. Budgets, rates and concurrency may
+        differ between a run and its resume (raising a cap is how a capped run continues)."""
+        return {k: v for k, v in asdict(self).items() if k not in OPERATIONAL}
+
+
+OPERATIONAL = frozenset(
+    {
+        "teacher_concurrency",
+        "student_concurrency",
+        "max_retries",
+        "timeout_s",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_calls",
+        "max_cost_usd",
+    }
+)

@@ -204,7 +204,8 @@ class Distiller:
         }
         if rd is not None and resume:
             prev = rd.read_json("run.json")
-            if prev.get("train_ids") != state["train_ids"] or prev.get("config") != state["config"]:
+            prev_cfg = DistillConfig.from_dict(prev.get("config", {})).outcome_settings()
+            if prev.get("train_ids") != state["train_ids"] or prev_cfg != cfg.outcome_settings():
                 raise ConfigError(
                     f"{rd.path} was started with different data or settings; resume it with "
                     "the same task, split and config, or start a new --out"

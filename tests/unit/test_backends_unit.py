@@ -1,0 +1,93 @@
+"""Spec parsing and vendor-exception mapping at the backend boundary."""
+
+from __future__ import annotations
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from pld.errors import (
+    BackendResponseError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    ContextOverflow,
+    ModelNotFound,
+    RateLimited,
+)
+from pld.models.openai_compat import OpenAIChatModel, map_openai_error
+from pld.models.registry import parse_spec, resolve_chat
+
+
+def test_parse_specs() -> None:
+    s = parse_spec("openai:my-model@http://127.0.0.1:8000/v1?dialect=llamacpp")
+    assert (s.backend, s.model, s.base_url, s.options) == (
+        "openai",
+        "my-model",
+        "http://127.0.0.1:8000/v1",
+        {"dialect": "llamacpp"},
+    )
+    s = parse_spec("local:smollm2?ctx=2048&slots=2")
+    assert s.options == {"ctx": 2048, "slots": 2}
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("gpt4", "unknown model spec"),
+        ("hf:foo", "unknown backend 'hf'"),
+        ("local:smollm2?temperature=1", "unknown option 'temperature'"),
+        ("local:smollm2?ctx=big", "is not a int"),
+        ("openai:m@ftp://x", "must start with http"),
+        ("local:/nope/model.gguf", "no GGUF file at /nope/model.gguf"),
+    ],
+)
+def test_bad_specs_are_rejected(spec: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        resolve_chat(spec)
+
+
+def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        OpenAIChatModel("gpt-4.1-mini")
+    assert issubclass(ModelNotFound, ConfigError)
+
+
+def _resp(status: int, headers: dict[str, str] | None = None, body: str = "{}") -> httpx.Response:
+    return httpx.Response(
+        status,
+        headers=headers or {},
+        text=body,
+        request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"),
+    )
+
+
+def test_error_mapping() -> None:
+    req = httpx.Request("POST", "http://127.0.0.1/")
+    m = map_openai_error(openai.APITimeoutError(request=req), what="x", key_env="K")
+    assert isinstance(m, BackendTimeout)
+    m = map_openai_error(openai.APIConnectionError(request=req), what="x", key_env="K")
+    assert isinstance(m, BackendUnavailable) and m.retryable
+    m = map_openai_error(
+        openai.RateLimitError("slow", response=_resp(429, {"retry-after": "3"}), body=None),
+        what="x",
+        key_env="K",
+    )
+    assert isinstance(m, RateLimited) and m.retry_after == 3.0
+    m = map_openai_error(
+        openai.InternalServerError("boom", response=_resp(503), body=None), what="x", key_env="K"
+    )
+    assert isinstance(m, BackendResponseError) and m.retryable and m.status == 503
+    m = map_openai_error(
+        openai.AuthenticationError("no", response=_resp(401), body=None), what="x", key_env="MY_K"
+    )
+    assert not m.retryable and "MY_K" in str(m)
+    m = map_openai_error(
+        openai.BadRequestError(
+            "the request exceeds the available context size", response=_resp(400), body=None
+        ),
+        what="x",
+        key_env="K",
+    )
+    assert isinstance(m, ContextOverflow) and not m.retryable

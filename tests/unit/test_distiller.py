@@ -1,0 +1,131 @@
+"""Distiller: estimator conventions, artifacts, resume without repeated calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pld.cache import Cache
+from pld.config import DistillConfig
+from pld.distiller import Distiller
+from pld.errors import BudgetExceeded, ConfigError, NotFittedError, RunDirError
+from pld.models.fake import HashEmbedder
+from pld.rundir import FILES
+from pld.tasks.base import stratified_split
+from tests.fakes import make_student, make_task, make_teacher
+
+CFG = DistillConfig(
+    min_samples=3,
+    eps=0.3,
+    max_rounds=2,
+    resolve_train_sample=12,
+    teacher_concurrency=2,
+    calibrate=False,
+)
+
+
+def _split():  # type: ignore[no-untyped-def]
+    task = make_task(10)
+    sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
+    return task, task.with_examples(sp.train), task.with_examples(sp.val)
+
+
+def test_predict_before_fit_raises() -> None:
+    with pytest.raises(NotFittedError):
+        Distiller(make_teacher(), make_student(), HashEmbedder()).predict(["x"])
+
+
+def test_fit_writes_every_artifact_and_predicts(tmp_path: Path) -> None:
+    task, train, val = _split()
+    teacher, student = make_teacher(), make_student()
+    d = Distiller(teacher, student, HashEmbedder(), config=CFG, cache=tmp_path / "c.sqlite")
+    assert d.fit(train, val, run_dir=tmp_path / "run") is d
+    run = tmp_path / "run"
+    for name in FILES:
+        assert (run / name).exists(), name
+    meta = json.loads((run / "run.json").read_text())
+    assert set(meta["phases"]) == {"extract", "synthesize", "resolve", "finalize"}
+    assert meta["usage_by_role"]["teacher"]["calls"] == len(teacher.requests)
+    assert (run / "system_prompt.txt").read_text() == d.system_prompt_
+    assert d.instructions_.labels_covered() == set(task.labels)
+    preds = d.predict(list(val.examples))
+    assert [p.label for p in preds] == [e.label for e in val.examples]
+    # the saved prompt works verbatim: reload and predict the same
+    again = Distiller.load(run, student=make_student()).predict(list(val.examples))
+    assert [p.label for p in again] == [p.label for p in preds]
+
+
+def test_resume_after_interruption_repeats_no_teacher_call(tmp_path: Path) -> None:
+    _, train, val = _split()
+    cache = Cache(tmp_path / "c.sqlite")
+    teacher1 = make_teacher()
+    # cap = exactly the extraction calls: phase 1 completes, phase 2 hits the cap
+    cfg = CFG.with_overrides(max_calls=len(train.examples))
+    with pytest.raises(BudgetExceeded):
+        Distiller(teacher1, make_student(), HashEmbedder(), config=cfg, cache=cache).fit(
+            train, val, run_dir=tmp_path / "run"
+        )
+    assert (tmp_path / "run" / "rules.jsonl").exists()
+    assert not (tmp_path / "run" / "instructions.json").exists()
+    n_extract = len(teacher1.requests)
+    assert n_extract == len(train.examples)
+
+    teacher2 = make_teacher()
+    Distiller(
+        teacher2,
+        make_student(),
+        HashEmbedder(),
+        config=CFG.with_overrides(max_calls=1000),
+        cache=cache,
+    ).fit(train, val, run_dir=tmp_path / "run", resume=True)
+    extraction_prompts = [
+        r
+        for r in teacher2.requests
+        if "The correct label for this input is" in r.messages[1].content
+    ]
+    assert extraction_prompts == []
+    assert (tmp_path / "run" / "instructions.json").exists()
+
+
+def test_rundir_refuses_non_empty_without_resume_or_force(tmp_path: Path) -> None:
+    _, train, val = _split()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "other.txt").write_text("x")
+    d = Distiller(make_teacher(), make_student(), HashEmbedder(), config=CFG)
+    with pytest.raises(RunDirError, match=r"not empty; pass --resume .* or --force"):
+        d.fit(train, val, run_dir=tmp_path / "run")
+    with pytest.raises(RunDirError, match="contradict"):
+        d.fit(train, val, run_dir=tmp_path / "run", resume=True, force=True)
+
+
+def test_resume_with_different_settings_is_refused(tmp_path: Path) -> None:
+    _, train, val = _split()
+    cache = tmp_path / "c.sqlite"
+    Distiller(make_teacher(), make_student(), HashEmbedder(), config=CFG, cache=cache).fit(
+        train, val, run_dir=tmp_path / "run"
+    )
+    with pytest.raises(ConfigError, match="different data or settings"):
+        Distiller(
+            make_teacher(),
+            make_student(),
+            HashEmbedder(),
+            config=CFG.with_overrides(eps=0.2),
+            cache=cache,
+        ).fit(train, val, run_dir=tmp_path / "run", resume=True)
+
+
+def test_fit_does_not_mutate_callers_models(tmp_path: Path) -> None:
+    _, train, val = _split()
+    teacher, student, emb = make_teacher(), make_student(), HashEmbedder()
+    before = (vars(teacher).keys(), student.identity, emb.dim)
+    Distiller(teacher, student, emb, config=CFG, cache=tmp_path / "c").fit(train, val)
+    assert (vars(teacher).keys(), student.identity, emb.dim) == before
+
+
+def test_config_rejects_unknown_and_invalid() -> None:
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        DistillConfig.from_dict({"epsilon": 0.3})
+    with pytest.raises(ConfigError, match="eps"):
+        DistillConfig(eps=3.0)
