@@ -246,11 +246,9 @@ def _distill(
     }
     cfg = DistillConfig.from_toml(config_path) if config_path else DistillConfig()
     if resume_dir:
-        prev = (
-            json.loads((Path(resume_dir) / "run.json").read_text())
-            if (Path(resume_dir) / "run.json").exists()
-            else {}
-        )
+        from pld.rundir import RunDir
+
+        prev = RunDir(resume_dir, resume=True).read_json("run.json")
         saved = prev.get("cli", {})
         for k, v in saved.items():
             if cli_args.get(k) is None or (k == "split" and v):
@@ -294,8 +292,8 @@ def _distill(
             run_dir=run_dir,
             resume=bool(resume_dir),
             force=force,
+            meta={"cli": cli_args, "test_ids": [e.id for e in sp.test]},
         )
-    _annotate_run(Path(run_dir), cli_args, [e.id for e in sp.test])
     wall = time.perf_counter() - t0
     r0 = d.rounds_[0]["val_macro_f1"] if d.rounds_ else float("nan")
     best = max((r.get("val_macro_f1", 0.0) for r in d.rounds_ if r.get("accepted")), default=r0)
@@ -312,16 +310,6 @@ def _distill(
         ("wall time", f"{wall:.1f} s"),
     ]
     out.print(_summary_table("pld distill", rows))
-
-
-def _annotate_run(run_dir: Path, cli_args: dict[str, Any], test_ids: list[str]) -> None:
-    from pld.rundir import RunDir
-
-    rd = RunDir(run_dir, resume=True)
-    run = rd.read_json("run.json")
-    run["cli"] = cli_args
-    run["test_ids"] = test_ids
-    rd.write_json("run.json", run)
 
 
 # -- predict ---------------------------------------------------------------------------------

@@ -146,9 +146,10 @@ class Distiller:
         run_dir: str | Path | None = None,
         resume: bool = False,
         force: bool = False,
+        meta: Mapping[str, Any] | None = None,
     ) -> Distiller:
         return run_sync(
-            self.afit(train, val, task=task, run_dir=run_dir, resume=resume, force=force)
+            self.afit(train, val, task=task, run_dir=run_dir, resume=resume, force=force, meta=meta)
         )
 
     async def afit(
@@ -160,7 +161,10 @@ class Distiller:
         run_dir: str | Path | None = None,
         resume: bool = False,
         force: bool = False,
+        meta: Mapping[str, Any] | None = None,
     ) -> Distiller:
+        """Run the four phases. ``meta`` is stored in run.json (the CLI keeps its arguments
+        there so ``--resume DIR`` needs no other flag)."""
         cfg = self._cfg()
         train_task = self._as_task(train, task)
         if val is None:
@@ -201,6 +205,7 @@ class Distiller:
             "val_ids": [e.id for e in val_ex],
             "phases": {},
             "cache": str(cache.path) if cache else None,
+            **(meta or {}),
         }
         if rd is not None and resume:
             prev = rd.read_json("run.json")
