@@ -4,6 +4,7 @@ becomes one clear line on stderr and exit status 2."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -24,7 +25,7 @@ from pld.errors import ConfigError, PLDError
 from pld.models.base import GenOptions, Message
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import SPEC_HELP, resolve_chat
-from pld.tasks.base import Example, stratified_split
+from pld.tasks.base import Example, Task, stratified_split
 from pld.tasks.files import load_records, load_task
 
 out = Console()
@@ -372,6 +373,260 @@ def _predict(
         out.print(msg)
     else:
         sys.stdout.write(lines)
+
+
+# -- eval / compare --------------------------------------------------------------------------
+def _task_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--task", "task_ref", default=None, help="Task reference (see pld distill)."),
+        click.option(
+            "--text-field",
+            "text_fields",
+            multiple=True,
+            help="Input field(s) of a .jsonl/.csv task (repeatable) [default: text].",
+        ),
+        click.option("--label-field", default="label", show_default=True),
+        click.option("--description", default=None, help="Task description for a data file."),
+        click.option(
+            "--split",
+            "split_s",
+            default=None,
+            help="train,val,test fractions [default: the run's, else 0.5,0.25,0.25].",
+        ),
+        click.option("--seed", type=int, default=None),
+        click.option(
+            "--n",
+            "n_items",
+            type=int,
+            default=None,
+            help="Evaluate at most N test items (seeded, label-stratified).",
+        ),
+        click.option("--student", required=True, help="Student model spec."),
+        click.option(
+            "--prompt",
+            "prompt_dir",
+            type=click.Path(file_okay=False, exists=True),
+            default=None,
+            help="A finished pld distill run (for method pld).",
+        ),
+        click.option("--k", default=5, show_default=True, help="Few-shot demonstrations."),
+        click.option("--no-calibrate", is_flag=True, help="Use raw label distributions."),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Write results.json and per-item predictions here.",
+        ),
+        click.option("--cache", "cache_path", default=None),
+        click.option("--no-cache", is_flag=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _eval_items(
+    task_ref: str | None,
+    text_fields: tuple[str, ...],
+    label_field: str,
+    description: str | None,
+    split_s: str | None,
+    seed: int | None,
+    n_items: int | None,
+    prompt_dir: str | None,
+) -> tuple[Task, list[Example], list[Example]]:
+    from pld.distiller import _subsample
+
+    run: dict[str, Any] = {}
+    if prompt_dir:
+        from pld.rundir import RunDir
+
+        run = RunDir(prompt_dir, resume=True).read_json("run.json")
+    cli = run.get("cli", {})
+    task_ref = task_ref or cli.get("task")
+    if not task_ref:
+        raise ConfigError("--task is required")
+    split_s = split_s or cli.get("split") or "0.5,0.25,0.25"
+    if seed is None:
+        seed = int(run.get("config", {}).get("seed", 0))
+    task = load_task(
+        task_ref,
+        description=description,
+        text_fields=text_fields or ("text",),
+        label_field=label_field,
+    )
+    sp = stratified_split(task.examples, fractions=_parse_split(split_s), seed=seed)
+    if not sp.test:
+        raise ConfigError(f"the split {split_s} leaves no test items; give a test fraction")
+    items = _subsample(sp.test, n_items, seed) if n_items else list(sp.test)
+    return task, items, list(sp.train)
+
+
+def _evaluate(
+    methods: list[str],
+    task_ref: str | None,
+    text_fields: tuple[str, ...],
+    label_field: str,
+    description: str | None,
+    split_s: str | None,
+    seed: int | None,
+    n_items: int | None,
+    student: str,
+    prompt_dir: str | None,
+    k: int,
+    no_calibrate: bool,
+    out_dir: str | None,
+    cache_path: str | None,
+    no_cache: bool,
+) -> dict[str, Any]:
+    from pld.evaluate import mcnemar, method_result, run_method
+    from pld.rundir import RunDir
+
+    task, items, train = _eval_items(
+        task_ref, text_fields, label_field, description, split_s, seed, n_items, prompt_dir
+    )
+    cache = _cache(cache_path, no_cache)
+    results: dict[str, Any] = {
+        "task": task.name,
+        "n": len(items),
+        "student": student,
+        "item_ids": [e.id for e in items],
+        "methods": {},
+        "notes": list(task.notes),
+    }
+    preds_by: dict[str, list[Any]] = {}
+    model = resolve_chat(student)
+    for m in methods:
+        acct = Accountant()
+        client = ChatClient(
+            model, role="student", accountant=acct, cache=cache, limits=Limits(max_concurrency=1)
+        )
+        with RichProgress(err) as prog:
+            prog.start(m, len(items))
+            prompt, preds = asyncio.run(
+                run_method(
+                    m,
+                    task,
+                    items,
+                    client,
+                    train=train,
+                    run_dir=prompt_dir,
+                    k=k,
+                    seed=seed or 0,
+                    calibrate=not no_calibrate,
+                    on_done=functools.partial(prog.advance, m),
+                )
+            )
+        results["methods"][m] = method_result(m, prompt, preds, task.labels, acct.total_cost)
+        preds_by[m] = preds
+    if "pld" in preds_by:
+        for m, p in preds_by.items():
+            if m != "pld":
+                results["methods"][m]["mcnemar_vs_pld"] = mcnemar(p, preds_by["pld"])
+    table = Table(
+        title=f"{task.name}: {len(items)} test items, student {student}", title_justify="left"
+    )
+    for col in (
+        "method",
+        "macro-F1",
+        "95% CI",
+        "acc",
+        "inv",
+        "p50 ms",
+        "p95 ms",
+        "in tok",
+        "out tok",
+        "$",
+        "McNemar p",
+    ):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    for m, r in results["methods"].items():
+        lo, hi = r["macro_f1_ci95"]
+        mc = r.get("mcnemar_vs_pld")
+        table.add_row(
+            m,
+            f"{r['macro_f1']:.3f}",
+            f"[{lo:.2f}, {hi:.2f}]",
+            f"{r['accuracy']:.3f}",
+            str(r["invalid"]),
+            f"{r['latency_p50_s'] * 1000:.0f}",
+            f"{r['latency_p95_s'] * 1000:.0f}",
+            f"{r['prompt_tokens_per_item']:.0f}",
+            f"{r['completion_tokens_per_item']:.1f}",
+            f"{r['cost_usd']:.4f}",
+            f"{mc['p_value']:.3g}" if mc else "-",
+        )
+    out.print(table)
+    for m, r in results["methods"].items():
+        pc = "  ".join(
+            f"{lab}: P {v['precision']:.2f} R {v['recall']:.2f} F1 {v['f1']:.2f}"
+            for lab, v in r["per_class"].items()
+        )
+        out.print(f"[bold]{m}[/] per class — {pc}")
+        conf = "; ".join(
+            f"{g} -> " + ", ".join(f"{p}:{c}" for p, c in row.items() if c)
+            for g, row in r["confusion"].items()
+        )
+        out.print(f"  confusion (gold -> predicted:count): {conf}")
+    if out_dir:
+        rd = RunDir(out_dir, force=True)
+        rd.write_json("results.json", results)
+        for m, p in preds_by.items():
+            rd.write_jsonl(f"predictions_{m}.jsonl", [x.to_json() for x in p])
+        out.print(f"results written to {Path(out_dir) / 'results.json'}")
+    return results
+
+
+@main.command("eval")
+@click.option("--method", type=click.Choice(["zero-shot", "few-shot", "cot", "pld"]), required=True)
+@_task_options
+def eval_cmd(method: str, **kw: Any) -> None:
+    """Score one method on the task's test items: macro-F1 with a bootstrap 95% CI, accuracy,
+    per-class P/R/F1, confusion, invalid outputs, latency p50/p95, tokens and cost per item."""
+    _run(lambda: _evaluate([method], **kw))
+
+
+@main.command()
+@click.option(
+    "--methods",
+    default=None,
+    help="Comma-separated [default: zero-shot,few-shot,cot and pld with --prompt].",
+)
+@_task_options
+def compare(methods: str | None, **kw: Any) -> None:
+    """Run several methods on the same items; adds paired McNemar tests against PLD. With
+    --prompt, results go to RUN_DIR/eval unless --out says otherwise."""
+    ms = (
+        methods.split(",")
+        if methods
+        else ["zero-shot", "few-shot", "cot"] + (["pld"] if kw.get("prompt_dir") else [])
+    )
+    if kw.get("prompt_dir") and not kw.get("out_dir"):
+        kw["out_dir"] = str(Path(kw["prompt_dir"]) / "eval")
+    _run(lambda: _evaluate([m.strip() for m in ms if m.strip()], **kw))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write [default: RUN_DIR/report].",
+)
+def report(run_dir: str, out_dir: str | None) -> None:
+    """Write a self-contained HTML page and a Markdown summary for RUN_DIR (plus PNG plots).
+    Run `pld compare --prompt RUN_DIR ...` first to include the method comparison."""
+
+    def go() -> None:
+        from pld.report import build_report
+
+        path = build_report(run_dir, out_dir)
+        out.print(f"report written to {path}")
+
+    _run(go)
 
 
 # -- serve ---------------------------------------------------------------------------------

@@ -392,6 +392,10 @@ class Distiller:
         self._student_client: ChatClient | None = student
         if rd is not None:
             srcs = {e.id: t.render(e) for e in train_ex}
+            rd.write_jsonl(
+                "examples_train.jsonl",
+                [{"id": e.id, "input": srcs[e.id], "label": e.label} for e in train_ex],
+            )
             rd.write_text("system_prompt.txt", self.system_prompt_)
             rd.write_text("user_template.txt", self.user_template_)
             rd.write_text("prompt.md", render_markdown(best, task_name=t.name, sources=srcs))

@@ -26,6 +26,8 @@ FILES = (
     "user_template.txt",
     "prompt.md",
     "predictions_val.jsonl",
+    "examples_train.jsonl",
+    "calibration.json",
 )
 
 

@@ -3,58 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pld.rundir import FILES
 from pld.tasks.files import load_task
+from tests.e2e.conftest import pld
 
 pytestmark = pytest.mark.e2e
-PLD = [sys.executable, "-m", "pld.cli"]
-
-
-def pld(
-    *args: str, env: dict[str, str] | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    e = {**os.environ, "COLUMNS": "200", **(env or {})}
-    r = subprocess.run([*PLD, *args], capture_output=True, text=True, env=e, timeout=600)
-    if check and r.returncode != 0:
-        raise AssertionError(f"pld {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
-    return r
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e2e")
-
-
-@pytest.fixture(scope="module")
-def run_dir(workdir: Path) -> Iterator[Path]:
-    env = {"PLD_CACHE": str(workdir / "cache.sqlite")}
-    out = workdir / "run"
-    r = pld(
-        "distill",
-        "--task",
-        "demo",
-        "--teacher",
-        "local:smollm2",
-        "--student",
-        "local:smollm2",
-        "--out",
-        str(out),
-        "--max-train",
-        "12",
-        "--max-rounds",
-        "1",
-        env=env,
-    )
-    assert "pld distill" in r.stdout and "rulebook" in r.stdout
-    yield out
 
 
 def test_models_check_prints_answer_latency_tokens() -> None:

@@ -90,18 +90,32 @@ def _probs(
     return [math.exp(choice_logprobs[lab]) for lab in labels]
 
 
+Shot = tuple[str, str]  # (rendered input, label): a few-shot demonstration
+
+
+def _messages(system_prompt: str, shots: Sequence[Shot], user: str) -> list[Message]:
+    msgs = [Message("system", system_prompt)]
+    for text, label in shots:
+        msgs += [Message("user", text), Message("assistant", label)]
+    return [*msgs, Message("user", user)]
+
+
 async def label_prior(
-    *, system_prompt: str, user_template: str, labels: Sequence[str], student: ChatClient
+    *,
+    system_prompt: str,
+    user_template: str,
+    labels: Sequence[str],
+    student: ChatClient,
+    shots: Sequence[Shot] = (),
 ) -> dict[str, float] | None:
     """The student's label distribution on content-free inputs (None when the backend gives
     no distribution)."""
     names = template_fields(user_template)
     acc = [0.0] * len(labels)
     for filler in CONTENT_FREE:
-        messages = [
-            Message("system", system_prompt),
-            Message("user", render_template(user_template, dict.fromkeys(names, filler))),
-        ]
+        messages = _messages(
+            system_prompt, shots, render_template(user_template, dict.fromkeys(names, filler))
+        )
         comp = await student.complete(messages, classify_options(labels))
         p = _probs(comp.choice_logprobs, labels)
         if p is None:
@@ -120,11 +134,9 @@ async def classify_one(
     student: ChatClient,
     gold: str | None = None,
     prior: Mapping[str, float] | None = None,
+    shots: Sequence[Shot] = (),
 ) -> Prediction:
-    messages = [
-        Message("system", system_prompt),
-        Message("user", render_template(user_template, fields)),
-    ]
+    messages = _messages(system_prompt, shots, render_template(user_template, fields))
     comp = await student.complete(messages, classify_options(labels))
     label = parse_label(comp.text, labels)
     conf = None
@@ -160,6 +172,7 @@ async def classify(
     labels: Sequence[str],
     student: ChatClient,
     calibrate: bool = True,
+    shots: Sequence[Shot] = (),
     on_done: Callable[[], None] | None = None,
 ) -> list[Prediction]:
     """Classify (id, fields, gold-or-None) items; order of the result follows the input."""
@@ -170,6 +183,7 @@ async def classify(
             user_template=user_template,
             labels=labels,
             student=student,
+            shots=shots,
         )
 
     async def one(item: tuple[str, Mapping[str, str], str | None]) -> Prediction:
@@ -182,6 +196,7 @@ async def classify(
             student=student,
             gold=item[2],
             prior=prior,
+            shots=shots,
         )
         if on_done is not None:
             on_done()

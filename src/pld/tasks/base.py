@@ -49,6 +49,7 @@ class Task:
     examples: tuple[Example, ...] = ()
     input_template: str = "{text}"
     label_descriptions: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what a loader changed (e.g. how many inputs it shortened)
 
     def __post_init__(self) -> None:
         if not self.description.strip():
@@ -77,6 +78,7 @@ class Task:
             tuple(examples),
             self.input_template,
             self.label_descriptions,
+            self.notes,
         )
 
 

@@ -114,13 +114,25 @@ def load_records(
 
 
 def load_task_file(path: str | Path) -> Task:
-    """A TOML task file: name, description, input_template, [labels] (label = description),
-    [data] path/text_fields/label_field/id_field (path relative to the TOML file)."""
+    """A TOML (or YAML) task file: name, description, input_template, [labels]
+    (label = description), [data] path/text_fields/label_field/id_field (path relative to the
+    task file)."""
     p = Path(path)
-    try:
-        cfg = tomllib.loads(_read_text(p))
-    except tomllib.TOMLDecodeError as e:
-        raise DataError(f"{p}: invalid TOML: {e}") from e
+    text = _read_text(p)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            cfg = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise DataError(f"{p}: invalid YAML: {e}") from e
+        if not isinstance(cfg, dict):
+            raise DataError(f"{p}: expected a mapping at the top level")
+    else:
+        try:
+            cfg = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise DataError(f"{p}: invalid TOML: {e}") from e
     known = {"name", "description", "input_template", "labels", "data"}
     unknown = set(cfg) - known
     if unknown:
@@ -153,16 +165,72 @@ def load_task_file(path: str | Path) -> Task:
     )
 
 
-def load_task(name_or_path: str) -> Task:
-    """A built-in task name (``demo``) or a path to a TOML task file."""
-    if name_or_path in BUILTIN:
-        ref = resources.files("pld") / "data" / BUILTIN[name_or_path]
-        with resources.as_file(ref) as p:
+DATASETS = {"stereoset", "contract-nli", "logiqa"}
+TASK_HELP = (
+    "a task is: demo; a task .toml/.yaml file; a .jsonl/.csv file (with --description); or "
+    "stereoset@PATH?variant=intrasentence&scheme=stereotype, contract-nli@PATH?max_chars=N&"
+    "strategy=retrieve, logiqa@PATH"
+)
+
+
+def load_task(
+    ref: str,
+    *,
+    description: str | None = None,
+    text_fields: Sequence[str] = ("text",),
+    label_field: str = "label",
+    labels: Sequence[str] | None = None,
+) -> Task:
+    """Resolve a task reference (see ``TASK_HELP``)."""
+    from urllib.parse import parse_qsl
+
+    if ref in BUILTIN:
+        res = resources.files("pld") / "data" / BUILTIN[ref]
+        with resources.as_file(res) as p:
             return load_task_file(p)
-    p = Path(name_or_path)
-    if p.suffix.lower() == ".toml":
+    name, _, rest = ref.partition("@")
+    if name in DATASETS and rest:
+        from pld.tasks import datasets as ds
+
+        path, _, query = rest.partition("?")
+        opts = dict(parse_qsl(query, strict_parsing=bool(query)))
+        allowed = {
+            "stereoset": {"variant", "scheme"},
+            "contract-nli": {"max_chars", "strategy"},
+            "logiqa": set(),
+        }[name]
+        unknown = set(opts) - allowed
+        if unknown:
+            raise DataError(
+                f"unknown option(s) {sorted(unknown)} for {name}; "
+                f"allowed: {sorted(allowed) or 'none'}"
+            )
+        if name == "stereoset":
+            return ds.load_stereoset(
+                path,
+                variant=opts.get("variant", "intrasentence"),
+                scheme=opts.get("scheme", "stereotype"),
+            )
+        if name == "contract-nli":
+            mc = opts.get("max_chars")
+            return ds.load_contract_nli(
+                path,
+                max_premise_chars=int(mc) if mc else None,
+                strategy=opts.get("strategy", "retrieve"),
+            )
+        return ds.load_logiqa(path)
+    p = Path(ref)
+    if p.suffix.lower() in (".toml", ".yaml", ".yml"):
         return load_task_file(p)
-    raise DataError(
-        f"unknown task {name_or_path!r}: give a built-in name ({', '.join(BUILTIN)}) or a "
-        ".toml task file"
-    )
+    if p.suffix.lower() in (".jsonl", ".ndjson", ".csv", ".tsv"):
+        if not description:
+            raise DataError(f"{p}: a data file needs --description (what is being classified)")
+        ex = load_records(p, text_fields=text_fields, label_field=label_field, labels=labels)
+        labs = tuple(labels) if labels else tuple(sorted({e.label for e in ex}))
+        template = (
+            "\n".join(f"{f}: {{{f}}}" for f in text_fields)
+            if len(text_fields) > 1
+            else f"{{{text_fields[0]}}}"
+        )
+        return Task(p.stem, description, labs, tuple(ex), template)
+    raise DataError(f"unknown task {ref!r}: {TASK_HELP}")

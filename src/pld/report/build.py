@@ -1,0 +1,262 @@
+"""Build ``RUN_DIR/report/index.html`` (self-contained) and ``report.md`` from a run's
+artifacts: nothing is recomputed here that the JSON does not hold, so every figure on the page
+traces back to a file in the run directory."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from pld.errors import RunDirError
+from pld.rundir import RunDir
+
+
+def _read_jsonl(p: Path) -> list[dict[str, Any]]:
+    if not p.exists():
+        return []
+    return [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plots(
+    run: dict[str, Any], rounds: list[dict[str, Any]], results: dict[str, Any] | None
+) -> dict[str, tuple[str, bytes]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[str, tuple[str, bytes]] = {}
+    if results and results.get("methods"):
+        ms = list(results["methods"])
+        r = results["methods"]
+        f1 = [r[m]["macro_f1"] for m in ms]
+        lo = [r[m]["macro_f1"] - r[m]["macro_f1_ci95"][0] for m in ms]
+        hi = [r[m]["macro_f1_ci95"][1] - r[m]["macro_f1"] for m in ms]
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.bar(ms, f1, yerr=[lo, hi], capsize=4, color="#4C72B0")
+        ax.set_ylabel("macro-F1 (95% CI)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"macro-F1 per method, n={results['n']}")
+        out["f1_by_method"] = ("macro-F1 per method with bootstrap 95% CIs", _png(fig))
+
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        x = range(len(ms))
+        ax.bar([i - 0.2 for i in x], [r[m]["latency_p50_s"] * 1000 for m in ms], 0.4, label="p50")
+        ax.bar([i + 0.2 for i in x], [r[m]["latency_p95_s"] * 1000 for m in ms], 0.4, label="p95")
+        ax.set_xticks(list(x), ms)
+        ax.set_ylabel("ms per item")
+        ax.legend()
+        ax.set_title("student latency per method")
+        out["latency_by_method"] = ("latency per item (p50, p95)", _png(fig))
+
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.bar(ms, [r[m]["prompt_tokens_per_item"] for m in ms], color="#55A868")
+        ax.set_ylabel("prompt tokens per item")
+        ax.set_title("prompt size")
+        out["prompt_tokens"] = ("prompt size in tokens per item", _png(fig))
+
+        for m in ms:
+            conf = r[m]["confusion"]
+            gold = list(conf)
+            cols = list(next(iter(conf.values())).keys()) if conf else []
+            fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(cols), 1.0 + 0.7 * len(gold)))
+            mat = [[conf[g][c] for c in cols] for g in gold]
+            ax.imshow(mat, cmap="Blues")
+            ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+            ax.set_yticks(range(len(gold)), gold)
+            top = max((v for row in mat for v in row), default=0)
+            for i, row in enumerate(mat):
+                for j, v in enumerate(row):
+                    ax.text(
+                        j,
+                        i,
+                        str(v),
+                        ha="center",
+                        va="center",
+                        color="white" if v > top / 2 else "black",
+                    )
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("gold")
+            ax.set_title(f"confusion: {m}")
+            out[f"confusion_{m}"] = (f"confusion matrix, {m}", _png(fig))
+    scored = [x for x in rounds if "val_macro_f1" in x]
+    if scored:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.plot(
+            [x["round"] for x in scored],
+            [x["val_macro_f1"] for x in scored],
+            "o-",
+            color="#999",
+            label="candidate",
+        )
+        acc = [x for x in scored if x.get("accepted")]
+        ax.plot(
+            [x["round"] for x in acc],
+            [x["val_macro_f1"] for x in acc],
+            "o",
+            color="#C44E52",
+            label="accepted",
+        )
+        ax.set_xlabel("resolve round")
+        ax.set_ylabel("validation macro-F1")
+        ax.set_ylim(0, 1)
+        ax.legend()
+        ax.set_title("conflict resolution")
+        out["f1_by_round"] = ("validation macro-F1 per resolve round", _png(fig))
+    phases = run.get("usage_by_phase") or {}
+    if phases:
+        names = [p for p in phases if p != "-"]
+        roles = sorted({r for p in names for r in phases[p]})
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        bottom = [0.0] * len(names)
+        for role in roles:
+            vals = [
+                float(
+                    phases[p].get(role, {}).get("prompt_tokens", 0)
+                    + phases[p].get(role, {}).get("completion_tokens", 0)
+                )
+                for p in names
+            ]
+            ax.bar(names, vals, bottom=bottom, label=role)
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+        ax.set_ylabel("tokens")
+        ax.legend()
+        cost = sum(r.get("cost_usd", 0.0) for p in names for r in phases[p].values())
+        ax.set_title(f"cost per phase (tokens; ${cost:.4f} in all)")
+        out["cost_by_phase"] = ("tokens and cost per phase", _png(fig))
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    rd = RunDir(run_dir, resume=True)
+    run = rd.read_json("run.json")
+    if not rd.exists("instructions.json"):
+        raise RunDirError(f"{rd.path} has no instructions.json: the run has not finished")
+    ins = rd.read_json("instructions.json")["instructions"]
+    rounds = _read_jsonl(rd.file("rounds.jsonl"))
+    examples = {e["id"]: e for e in _read_jsonl(rd.file("examples_train.jsonl"))}
+    results = None
+    if (rd.path / "eval" / "results.json").exists():
+        results = json.loads((rd.path / "eval" / "results.json").read_text(encoding="utf-8"))
+    plots = _plots(run, rounds, results)
+    out = Path(out_dir) if out_dir else rd.path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (_, png) in plots.items():
+        (out / f"{name}.png").write_bytes(png)
+
+    e = html.escape
+    task = run.get("task", {})
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>pld report — {e(task.get('name', ''))}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "img{max-width:100%}.rule{border-left:4px solid #4C72B0;padding-left:1em;margin:1em 0}"
+        "details{margin:.3em 0}</style></head><body>",
+        f"<h1>pld report — {e(task.get('name', ''))}</h1>",
+        f"<p>{e(task.get('description', ''))}</p>",
+        "<p>Models: "
+        + ", ".join(f"{e(k)} <code>{e(v)}</code>" for k, v in run.get("models", {}).items())
+        + "</p>",
+    ]
+    if results:
+        parts.append(
+            f"<h2>Methods on {results['n']} test items</h2><table id='results'><tr>"
+            "<th>method</th><th>macro-F1</th><th>95% CI</th><th>accuracy</th>"
+            "<th>invalid</th><th>p50 ms</th><th>prompt tokens/item</th>"
+            "<th>McNemar p vs PLD</th></tr>"
+        )
+        for m, r in results["methods"].items():
+            mc = r.get("mcnemar_vs_pld")
+            parts.append(
+                f"<tr><td>{e(m)}</td>"
+                f"<td data-metric='{e(m)}.macro_f1'>{r['macro_f1']:.3f}</td>"
+                f"<td>[{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}]</td>"
+                f"<td data-metric='{e(m)}.accuracy'>{r['accuracy']:.3f}</td>"
+                f"<td data-metric='{e(m)}.invalid'>{r['invalid']}</td>"
+                f"<td>{r['latency_p50_s'] * 1000:.0f}</td>"
+                f"<td>{r['prompt_tokens_per_item']:.0f}</td>"
+                f"<td>{'-' if not mc else format(mc['p_value'], '.3g')}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append("<h2>Plots</h2>")
+    for name, (caption, png) in plots.items():
+        b64 = base64.b64encode(png).decode()
+        parts.append(
+            f"<figure><img class='plot' id='plot-{e(name)}' alt='{e(caption)}' "
+            f"src='data:image/png;base64,{b64}'><figcaption>{e(caption)}"
+            "</figcaption></figure>"
+        )
+    if rounds:
+        parts.append(
+            "<h2>Resolve rounds</h2><table id='rounds'><tr><th>round</th>"
+            "<th>val macro-F1</th><th>accepted</th><th>note / diagnosis</th></tr>"
+        )
+        for r in rounds:
+            vf = r.get("val_macro_f1")
+            parts.append(
+                f"<tr><td>{r['round']}</td><td>{'-' if vf is None else f'{vf:.3f}'}"
+                f"</td><td>{r.get('accepted')}</td>"
+                f"<td>{e(str(r.get('note') or r.get('diagnosis') or ''))[:400]}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append(f"<h2 id='rulebook'>Rulebook ({len(ins)} rules)</h2>")
+    for i in ins:
+        parts.append(
+            f"<div class='rule' id='rule-{e(i['id'])}'><h3>{e(i['id'])}. "
+            f"{e(i['topic'])}</h3><p>{e(i['text'])}</p>"
+        )
+        if i.get("labels"):
+            parts.append(f"<p><b>Decides:</b> {e(', '.join(i['labels']))}</p>")
+        if i.get("sources"):
+            parts.append(
+                f"<details><summary>Formed from {len(i['sources'])} training examples</summary><ul>"
+            )
+            for sid in i["sources"]:
+                ex = examples.get(sid)
+                body = f"{e(ex['input'])} <i>({e(ex['label'])})</i>" if ex else ""
+                parts.append(f"<li><code>{e(sid)}</code> {body}</li>")
+            parts.append("</ul></details>")
+        for h in i.get("history", []):
+            parts.append(f"<p class='edit'><b>Edit:</b> {e(h)}</p>")
+        parts.append("</div>")
+    # Lets a headless browser (and the tests) confirm every plot decoded and rendered.
+    parts.append(
+        "<script>window.addEventListener('load',()=>{const i=[...document."
+        "querySelectorAll('img.plot')];document.body.dataset.plotsLoaded=i.filter("
+        "x=>x.complete&&x.naturalWidth>0).length;document.body.dataset.plots=i.length;"
+        "});</script>"
+    )
+    parts.append("</body></html>")
+    (out / "index.html").write_text("\n".join(parts), encoding="utf-8")
+
+    md = [f"# pld report — {task.get('name', '')}", ""]
+    if results:
+        md += ["| method | macro-F1 | 95% CI | accuracy | invalid |", "|---|---|---|---|---|"]
+        for m, r in results["methods"].items():
+            md.append(
+                f"| {m} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.3f}, "
+                f"{r['macro_f1_ci95'][1]:.3f}] | {r['accuracy']:.3f} | {r['invalid']} |"
+            )
+        md.append("")
+    md += [f"Rulebook: {len(ins)} rules (see `../prompt.md`).", ""]
+    md += [f"![{cap}]({name}.png)" for name, (cap, _) in plots.items()]
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    return out / "index.html"
