@@ -53,7 +53,7 @@ def teacher_reply(
         )
     if "Merge them into ONE" in user:
         labs = re.findall(r"^- \((\w+)\) ", user, re.M)
-        lab = max(set(labs), key=labs.count)
+        lab = max(sorted(set(labs)), key=labs.count)
         return json.dumps(
             {
                 "topic": f"{lab} topic",

@@ -17,7 +17,7 @@ from pld import __version__
 from pld._async import run_sync
 from pld.cache import Cache, default_cache_path
 from pld.config import DistillConfig
-from pld.errors import ConfigError, NotFittedError, TeacherOutputError
+from pld.errors import ConfigError, NotFittedError, RunDirError, TeacherOutputError
 from pld.models.base import ChatModel, Embedder
 from pld.models.client import Accountant, ChatClient, EmbedClient, Limits, Price
 from pld.models.registry import resolve_chat, resolve_embedder
@@ -234,8 +234,23 @@ class Distiller:
             save_state()
 
         def have(phase: str, *files: str) -> bool:
-            return rd is not None and phase in state["phases"] and all(rd.exists(f) for f in files)
+            """A finished phase whose artifacts are all present and readable. A damaged one
+            (half-written by an old version, edited by hand, truncated disk) is reported and
+            the phase is recomputed — from the cache, so at no model cost."""
+            if rd is None or phase not in state["phases"]:
+                return False
+            for f in files:
+                if not rd.exists(f):
+                    return False
+                try:
+                    rd.read_jsonl(f) if f.endswith(".jsonl") else rd.read_json(f)
+                except RunDirError as e:
+                    log.warning("%s; recomputing phase %s from the cache", e, phase)
+                    self.damaged_artifacts_.append(f)
+                    return False
+            return True
 
+        self.damaged_artifacts_: list[str] = []
         save_state()
         # Phase 1 — extract
         acct.phase = "extract"

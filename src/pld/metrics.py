@@ -83,6 +83,7 @@ def summary(
         "macro_f1": macro_f1_from(gold, pred, labels),
         "accuracy": (sum(1 for g, p in zip(gold, pred, strict=True) if g == p) / n) if n else 0.0,
         "invalid": sum(1 for p in preds if p.label is None),
+        "context_overflow": sum(1 for p in preds if p.raw.startswith("[context overflow]")),
         "per_class": per_class(gold, pred, labels),
         "confusion": confusion(preds, labels),
         "latency_p50_s": float(np.percentile(lat, 50)) if lat else 0.0,

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pld._async import gather_all
+from pld.errors import ContextOverflow
 from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient
 from pld.tasks.base import render_template, template_fields
@@ -80,6 +81,7 @@ def classify_options(labels: Sequence[str]) -> GenOptions:
 
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
+OVERFLOW = "[context overflow]"
 
 
 def _probs(
@@ -137,7 +139,23 @@ async def classify_one(
     shots: Sequence[Shot] = (),
 ) -> Prediction:
     messages = _messages(system_prompt, shots, render_template(user_template, fields))
-    comp = await student.complete(messages, classify_options(labels))
+    try:
+        comp = await student.complete(messages, classify_options(labels))
+    except ContextOverflow as e:
+        # One over-long input must not sink a whole evaluation: it is an invalid outcome,
+        # scored as wrong and counted as an overflow in the summary.
+        return Prediction(
+            id=item_id,
+            label=None,
+            raw=f"{OVERFLOW}: {e}",
+            confidence=None,
+            latency_s=0.0,
+            prompt_tokens=0,
+            completion_tokens=0,
+            cached_prompt_tokens=0,
+            cached=False,
+            gold=gold,
+        )
     label = parse_label(comp.text, labels)
     conf = None
     scores = None

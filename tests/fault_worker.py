@@ -1,0 +1,38 @@
+"""A distillation with scripted models and a per-call delay, run as its own process so tests
+can kill -9 it at any point (python -m tests.fault_worker RUN_DIR CACHE [--resume])."""
+
+from __future__ import annotations
+
+import sys
+
+from pld.config import DistillConfig
+from pld.distiller import Distiller
+from pld.models.fake import HashEmbedder
+from pld.tasks.base import stratified_split
+from tests.fakes import make_student, make_task, make_teacher
+
+CFG = DistillConfig(
+    min_samples=3,
+    eps=0.3,
+    max_rounds=2,
+    resolve_train_sample=12,
+    teacher_concurrency=2,
+    calibrate=True,
+)
+
+
+def main() -> None:
+    run_dir, cache = sys.argv[1], sys.argv[2]
+    resume = "--resume" in sys.argv
+    delay = 0.03
+    task = make_task(10)
+    sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
+    teacher, student = make_teacher(), make_student()
+    teacher.delay_s = student.delay_s = delay
+    Distiller(teacher, student, HashEmbedder(), config=CFG, cache=cache).fit(
+        task.with_examples(sp.train), task.with_examples(sp.val), run_dir=run_dir, resume=resume
+    )
+
+
+if __name__ == "__main__":
+    main()
