@@ -42,6 +42,7 @@ def start_server(
     p.embedding = True  # one server answers chat and embeddings
     p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     p.verbosity = -1
+    p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
     server = xllamacpp.Server(p)
     root = str(server.listening_address).rstrip("/")
     deadline = time.monotonic() + 60

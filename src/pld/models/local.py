@@ -93,6 +93,10 @@ class EngineConfig:
     embedding: bool = False
     host: str = "127.0.0.1"
     port: int = 0
+    slot_save_path: str = ""  # enables saving/restoring a slot's prompt state (cold starts)
+    # Measured on this 2-core CPU (bench/RESULTS.md): llama.cpp's flash-attention path makes a
+    # warm 1.5k-token prefix cost 2.9x a 75-token one for SmolLM2; the plain path 1.7x.
+    flash_attn: str = "off"
 
 
 class LlamaEngine:
@@ -116,6 +120,17 @@ class LlamaEngine:
         p.verbosity = -1
         p.hostnames = [cfg.host]
         p.port = cfg.port
+        if cfg.slot_save_path:
+            p.slot_save_path = cfg.slot_save_path
+        fa = xllamacpp.llama_flash_attn_type
+        modes = {
+            "auto": fa.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            "on": fa.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": fa.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }
+        if cfg.flash_attn not in modes:
+            raise ConfigError(f"flash_attn must be auto, on or off, not {cfg.flash_attn!r}")
+        p.flash_attn_type = modes[cfg.flash_attn]
         if cfg.embedding:
             p.embedding = True
             p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
@@ -205,10 +220,13 @@ class LocalChatModel:
         n_ctx: int = 8192,
         n_parallel: int = 1,
         n_threads: int = 0,
+        flash_attn: str = "off",
     ) -> None:
         path = resolve_model_path(model)
         self._identity = "local:" + file_identity(path)
-        self.engine = get_engine(EngineConfig(str(path), n_ctx, n_parallel, n_threads))
+        self.engine = get_engine(
+            EngineConfig(str(path), n_ctx, n_parallel, n_threads, flash_attn=flash_attn)
+        )
 
     @property
     def identity(self) -> str:
@@ -306,6 +324,12 @@ class LocalChatModel:
                 TokenLogprob(str(t.get("token", "")), float(t.get("logprob", 0.0)))
                 for t in lp_content
             )
+        t = out.get("timings") or {}
+        timings = {
+            k: t[k]
+            for k in ("cache_n", "prompt_n", "prompt_ms", "predicted_n", "predicted_ms")
+            if k in t
+        }
         return Completion(
             text=text,
             finish_reason=finish,
@@ -314,6 +338,7 @@ class LocalChatModel:
             token_logprobs=token_lp,
             choice_logprobs=choice_lp,
             model=self._identity,
+            extra={"timings": timings} if timings else {},
         )
 
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from pld.errors import ConfigError
 from pld.models.base import ChatModel, Embedder
 
-_LOCAL_OPTS = {"ctx": int, "slots": int, "threads": int}
+_LOCAL_OPTS = {"ctx": int, "slots": int, "threads": int, "flash_attn": str}
 _OPENAI_OPTS = {"dialect": str, "key_env": str, "timeout": float}
 SPEC_HELP = (
     "model specs look like local:smollm2, local:/path/model.gguf, openai:MODEL or "
@@ -74,6 +74,7 @@ def resolve_chat(spec: str, *, api_key: str | None = None) -> ChatModel:
             n_ctx=int(s.options.get("ctx", 8192)),  # type: ignore[call-overload]
             n_parallel=int(s.options.get("slots", 1)),  # type: ignore[call-overload]
             n_threads=int(s.options.get("threads", 0)),  # type: ignore[call-overload]
+            flash_attn=str(s.options.get("flash_attn", "off")),
         )
     from pld.models.openai_compat import OpenAIChatModel
 
