@@ -239,7 +239,7 @@ async def main_async(a: argparse.Namespace) -> dict[str, Any]:
     task = load_stereoset(SHARED_DATA / "stereoset" / "stereoset.json")
     sp = stratified_split(task.examples, fractions=(0.5, 0.25, 0.25), seed=0)
     items = list(sp.test)
-    model = LocalChatModel("smollm2", n_ctx=8192)
+    model = LocalChatModel("smollm2", n_ctx=8192, flash_attn=a.flash_attn)
     client = ChatClient(model, role="student", limits=Limits(max_concurrency=1))
     r = await rates(client)
     zero = render_system_prompt(task.description, task.labels, {}, None)
@@ -250,7 +250,14 @@ async def main_async(a: argparse.Namespace) -> dict[str, Any]:
         books[target] = system
         configs.append((f"pld-{target}", system, False, a.n))
     configs.append(("cot", zero, True, a.cot_n))
-    res: dict[str, Any] = {"machine": machine(), "rates": r, "configs": {}}
+    if a.quick:  # the flash-attention comparison needs only these two
+        configs = [c for c in configs if c[0] in ("zero-shot", "pld-1500")]
+    res: dict[str, Any] = {
+        "machine": machine(),
+        "flash_attn": a.flash_attn,
+        "rates": r,
+        "configs": {},
+    }
     for name, system, cot, n in configs:
         rows = await measure(client, system, task.input_template, items[:n], task.labels, cot)
         res["configs"][name] = {
@@ -259,10 +266,10 @@ async def main_async(a: argparse.Namespace) -> dict[str, Any]:
         }
         print(name, json.dumps(res["configs"][name]), flush=True)
     c = res["configs"]
-    res["ratios"] = {
-        "cot_over_pld1500_p50": c["cot"]["p50_ms"] / c["pld-1500"]["p50_ms"],
-        "pld1500_over_zero_p50": c["pld-1500"]["p50_ms"] / c["zero-shot"]["p50_ms"],
-    }
+    res["ratios"] = {"pld1500_over_zero_p50": c["pld-1500"]["p50_ms"] / c["zero-shot"]["p50_ms"]}
+    if a.quick:
+        return res
+    res["ratios"]["cot_over_pld1500_p50"] = c["cot"]["p50_ms"] / c["pld-1500"]["p50_ms"]
     tp_items = (items * 10)[: a.throughput_n]
     res["throughput"] = [await throughput(task, tp_items, books[1500], s) for s in (1, 2)]
     res["ratios"]["throughput_2slots_over_1"] = (
@@ -277,10 +284,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--cot-n", type=int, default=20)
     ap.add_argument("--throughput-n", type=int, default=200)
+    ap.add_argument("--flash-attn", default="off", choices=["off", "on", "auto"])
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="only zero-shot and PLD-1500 (for the flash-attention comparison)",
+    )
     a = ap.parse_args()
     res = asyncio.run(main_async(a))
     print(json.dumps(res["ratios"], indent=2))
-    print("saved", save("latency", res))
+    name = "latency" if not a.quick else f"latency-quick-fa-{a.flash_attn}"
+    print("saved", save(name, res))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,13 @@ from bench.common import RESULTS, SHARED_DATA, machine
 from bench.models import MODELS, fetch
 from pld.cache import Cache
 from pld.config import DistillConfig
-from pld.distiller import Distiller, _subsample
+from pld.distiller import Distiller
 from pld.evaluate import Prompt, method_result, run_method
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
 from pld.phases.classify import classify
 from pld.rules import InstructionSet, render_system_prompt
-from pld.tasks.base import Example, Task, stratified_split
+from pld.tasks.base import Example, Task, stratified_sample, stratified_split
 from pld.tasks.datasets import load_contract_nli, load_stereoset
 
 
@@ -60,9 +60,9 @@ def load(
         raise SystemExit(f"unknown dataset {dataset}")
     return (
         t.with_examples(()),
-        _subsample(train, n_train, seed),
-        _subsample(val, n_val, seed),
-        _subsample(test, n_test, seed),
+        stratified_sample(train, n_train, seed),
+        stratified_sample(val, n_val, seed),
+        stratified_sample(test, n_test, seed),
     )
 
 

@@ -25,7 +25,7 @@ from pld.errors import ConfigError, PLDError
 from pld.models.base import GenOptions, Message
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import SPEC_HELP, resolve_chat
-from pld.tasks.base import Example, Task, stratified_split
+from pld.tasks.base import Example, Task, stratified_sample, stratified_split
 from pld.tasks.files import load_records, load_task
 
 out = Console()
@@ -170,7 +170,20 @@ def _usage_rows(usage: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 @main.command()
-@click.option("--task", "task_ref", help="Built-in task name (demo) or a task .toml file.")
+@click.option(
+    "--task",
+    "task_ref",
+    help="demo, a task .toml/.yaml, a .jsonl/.csv file, or "
+    "stereoset@PATH?..., contract-nli@PATH?..., logiqa@PATH.",
+)
+@click.option(
+    "--text-field",
+    "text_fields",
+    multiple=True,
+    help="Input field(s) of a .jsonl/.csv task (repeatable) [default: text].",
+)
+@click.option("--label-field", default=None, help="Label field of a .jsonl/.csv task.")
+@click.option("--description", default=None, help="Task description for a data file.")
 @click.option("--teacher", help="Teacher model spec.")
 @click.option("--student", help="Student model spec.")
 @click.option("--embedder", default=None, help="Embedder spec [default: local:smollm2].")
@@ -211,6 +224,9 @@ def distill(**kw: Any) -> None:
 
 def _distill(
     task_ref: str | None,
+    text_fields: tuple[str, ...],
+    label_field: str | None,
+    description: str | None,
     teacher: str | None,
     student: str | None,
     embedder: str | None,
@@ -244,6 +260,9 @@ def _distill(
         "student": student,
         "embedder": embedder,
         "split": split_s,
+        "text_fields": list(text_fields) or None,
+        "label_field": label_field,
+        "description": description,
     }
     cfg = DistillConfig.from_toml(config_path) if config_path else DistillConfig()
     if resume_dir:
@@ -272,7 +291,12 @@ def _distill(
                 if k != "task"
                 else "--task is required (demo, or a task .toml file)"
             )
-    task = load_task(str(cli_args["task"]))
+    task = load_task(
+        str(cli_args["task"]),
+        description=cli_args["description"],
+        text_fields=tuple(cli_args["text_fields"] or ("text",)),
+        label_field=str(cli_args["label_field"] or "label"),
+    )
     sp = stratified_split(
         task.examples, fractions=_parse_split(str(cli_args["split"])), seed=cfg.seed
     )
@@ -436,8 +460,6 @@ def _eval_items(
     n_items: int | None,
     prompt_dir: str | None,
 ) -> tuple[Task, list[Example], list[Example]]:
-    from pld.distiller import _subsample
-
     run: dict[str, Any] = {}
     if prompt_dir:
         from pld.rundir import RunDir
@@ -452,14 +474,14 @@ def _eval_items(
         seed = int(run.get("config", {}).get("seed", 0))
     task = load_task(
         task_ref,
-        description=description,
-        text_fields=text_fields or ("text",),
-        label_field=label_field,
+        description=description or cli.get("description"),
+        text_fields=text_fields or tuple(cli.get("text_fields") or ("text",)),
+        label_field=cli.get("label_field") or label_field,
     )
     sp = stratified_split(task.examples, fractions=_parse_split(split_s), seed=seed)
     if not sp.test:
         raise ConfigError(f"the split {split_s} leaves no test items; give a test fraction")
-    items = _subsample(sp.test, n_items, seed) if n_items else list(sp.test)
+    items = stratified_sample(sp.test, n_items, seed) if n_items else list(sp.test)
     return task, items, list(sp.train)
 
 

@@ -27,7 +27,13 @@ from pld.phases.resolve import ResolveSettings, resolve, system_prompt_for
 from pld.phases.synthesize import synthesize
 from pld.rules import InstructionSet, render_markdown
 from pld.rundir import RunDir
-from pld.tasks.base import Example, Task, require_all_labels, stratified_split
+from pld.tasks.base import (
+    Example,
+    Task,
+    require_all_labels,
+    stratified_sample,
+    stratified_split,
+)
 
 log = logging.getLogger(__name__)
 PHASES = ("extract", "synthesize", "resolve", "finalize")
@@ -174,7 +180,7 @@ class Distiller:
             train_ex = list(train_task.examples)
             val_ex = list(self._as_task(val, train_task).examples)
         if cfg.max_train is not None:
-            train_ex = _subsample(train_ex, cfg.max_train, cfg.seed)
+            train_ex = stratified_sample(train_ex, cfg.max_train, cfg.seed)
         require_all_labels(train_ex, train_task.labels, "training")
         require_all_labels(val_ex, train_task.labels, "validation")
         t = train_task.with_examples(())
@@ -522,23 +528,3 @@ class Distiller:
         d.run_dir_ = rd.path
         d._student_client = None  # built on first predict
         return d
-
-
-def _subsample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
-    """A seeded, label-stratified subsample of ``n`` examples (round-robin over labels)."""
-    if len(examples) <= n:
-        return list(examples)
-    import random
-
-    rng = random.Random(seed)
-    by_label: dict[str, list[Example]] = {}
-    for e in sorted(examples, key=lambda e: e.id):
-        by_label.setdefault(e.label, []).append(e)
-    for v in by_label.values():
-        rng.shuffle(v)
-    out: list[Example] = []
-    while len(out) < n:
-        for lab in sorted(by_label):
-            if by_label[lab] and len(out) < n:
-                out.append(by_label[lab].pop())
-    return sorted(out, key=lambda e: e.id)

@@ -120,3 +120,29 @@ def test_jsonl_roundtrip_property(
     )
     ex = load_records(p, labels=["x", "y"])
     assert [(e.fields["text"], e.label) for e in ex] == rows
+
+
+def test_data_file_task_needs_a_description_and_infers_labels(tmp_path: Path) -> None:
+    p = write(
+        tmp_path / "d.jsonl",
+        ['{"q": "a", "ctx": "c1", "y": "x"}', '{"q": "b", "ctx": "c2", "y": "y"}'],
+    )
+    with pytest.raises(DataError, match="needs --description"):
+        load_task(str(p))
+    t = load_task(str(p), description="Say x or y.", text_fields=("q", "ctx"), label_field="y")
+    assert t.labels == ("x", "y") and t.render(t.examples[0]) == "q: a\nctx: c1"
+
+
+def test_yaml_task_file(tmp_path: Path) -> None:
+    write(tmp_path / "d.jsonl", ['{"id": "1", "text": "a", "label": "x"}'])
+    (tmp_path / "t.yaml").write_text(
+        "description: Say x or y.\nlabels: [x, y]\ndata:\n  path: d.jsonl\n", encoding="utf-8"
+    )
+    t = load_task(str(tmp_path / "t.yaml"))
+    assert t.labels == ("x", "y") and len(t.examples) == 1
+    (tmp_path / "bad.toml").write_text(
+        'description = "d"\nlabels = ["x", "y"]\nfoo = 1\n[data]\npath = "d.jsonl"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"unknown keys \['foo'\]"):
+        load_task(str(tmp_path / "bad.toml"))

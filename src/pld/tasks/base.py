@@ -154,3 +154,21 @@ def require_all_labels(examples: Sequence[Example], labels: Sequence[str], what:
             f"the {what} split has no example of label(s) {missing}; add examples or change "
             "the split fractions / seed"
         )
+
+
+def stratified_sample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
+    """A seeded, label-stratified subsample of ``n`` examples (round-robin over labels)."""
+    if len(examples) <= n:
+        return list(examples)
+    rng = random.Random(seed)
+    by_label: dict[str, list[Example]] = {}
+    for e in sorted(examples, key=lambda e: e.id):
+        by_label.setdefault(e.label, []).append(e)
+    for v in by_label.values():
+        rng.shuffle(v)
+    out: list[Example] = []
+    while len(out) < n:
+        for lab in sorted(by_label):
+            if by_label[lab] and len(out) < n:
+                out.append(by_label[lab].pop())
+    return sorted(out, key=lambda e: e.id)

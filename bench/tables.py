@@ -1,0 +1,159 @@
+"""Render the Markdown tables of bench/RESULTS.md from bench/results/*.json, so every figure
+in RESULTS.md is a copy of a file a benchmark wrote.
+
+    python -m bench.tables latency|cost|quality
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from bench.common import RESULTS
+
+
+def _load(name: str) -> Any:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def latency() -> str:
+    d = _load("latency")
+    m, r = d["machine"], d["rates"]
+    out = [
+        f"Machine: {m['nproc']} cores, {m['cpu']}; xllamacpp {m['xllamacpp']}; "
+        f"{m['date']}; commit {m['git']}.",
+        f"Engine rates (measured in the same run): prefill {r['prefill_tok_s']:.0f} tok/s "
+        f"on a cold {r['prefill_tokens']}-token prompt, decode {r['decode_tok_s']:.0f} tok/s.",
+        "",
+        "| config | system prompt tok | p50 ms | p95 ms | prefilled p50 | decoded p50 | "
+        "engine ms p50 | wall/engine p50 | floor ms p50 | wall/floor p50 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in d["configs"].items():
+        out.append(
+            f"| {name} (n={c['n']}) | {c['system_tokens']} | {c['p50_ms']:.0f} | "
+            f"{c['p95_ms']:.0f} | {c['prefilled_p50']:.0f} | {c['decoded_p50']:.0f} | "
+            f"{c['engine_ms_p50']:.0f} | {c['wall_over_engine_p50']:.2f} | "
+            f"{c['floor_ms_p50']:.0f} | {c['wall_over_floor_p50']:.2f} |"
+        )
+    q = d["ratios"]
+    out += [
+        "",
+        f"- CoT / PLD-1500 at p50: **{q['cot_over_pld1500_p50']:.2f}**",
+        f"- PLD-1500 / zero-shot at p50: **{q['pld1500_over_zero_p50']:.2f}**",
+    ]
+    tp = d["throughput"]
+    out.append(
+        "- Throughput over {} items (PLD-1500 prompt, prefix warm in every slot): ".format(
+            tp[0]["items"]
+        )
+        + ", ".join(f"{t['slots']} slot(s) {t['items_per_s']:.2f} items/s" for t in tp)
+        + f"; ratio **{q['throughput_2slots_over_1']:.2f}**"
+    )
+    cs = d["cold_start"]
+    if all("first_label_s" in cs[k] for k in ("plain", "restore")):
+        out.append(
+            f"- Cold start (process start to first label, PLD-1500 prompt): "
+            f"{cs['plain']['first_label_s']:.2f} s plain; "
+            f"{cs['restore']['first_label_s']:.2f} s restoring a saved slot state "
+            f"({cs['restore']['cached']} prompt tokens restored); ratio "
+            f"**{cs['plain']['first_label_s'] / cs['restore']['first_label_s']:.1f}x**"
+        )
+    return "\n".join(out)
+
+
+def cost() -> str:
+    d = _load("cost")
+    out = [
+        "| N train | phase | wall s | teacher calls | teacher prompt tok | "
+        "teacher completion tok | student calls | embedder calls |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["runs"]:
+        for ph, p in r["phases"].items():
+            out.append(
+                f"| {r['n']} | {ph} | {p.get('wall_s') or 0:.1f} | "
+                f"{p.get('teacher_calls', 0)} | {p.get('teacher_prompt_tokens', 0)} | "
+                f"{p.get('teacher_completion_tokens', 0)} | "
+                f"{p.get('student_calls', 0)} | {p.get('embedder_calls', 0)} |"
+            )
+    if "extract_fit" in d:
+        f = d["extract_fit"]
+        out += [
+            "",
+            "Extraction cost against N (least squares): "
+            + "; ".join(
+                f"{k}: slope {v['slope']:.2f}/example, R² {v['r2']:.3f}" for k, v in f.items()
+            ),
+        ]
+    if "cache_effect" in d:
+        c = d["cache_effect"]
+        out.append(
+            f"\nSecond identical run (N={c['n']}, same cache): **{c['model_calls']} model "
+            f"calls**, {c['cache_hits']} cache hits, {c['wall_s']:.1f} s."
+        )
+    if "clustering" in d:
+        out += [
+            "",
+            "| rules | DBSCAN s | peak RSS MB | dense n×n float64 would be MB | clusters |",
+            "|---|---|---|---|---|",
+        ]
+        for c in d["clustering"]:
+            out.append(
+                f"| {c['n']} | {c['seconds']:.2f} | {c['peak_rss_mb']:.0f} | "
+                f"{c['dense_matrix_mb']:.0f} | {c['clusters']} |"
+            )
+    return "\n".join(out)
+
+
+def quality() -> str:
+    out = []
+    for p in sorted((RESULTS / "quality").glob("*/results.json")):
+        d = json.loads(p.read_text())
+        out.append(
+            f"### {d['task']} — train {d['n_train']}, val {d['n_val']}, test "
+            f"{d['n_test']} (teacher {d['args']['teacher']}; {d['machine']['date']})"
+        )
+        if d.get("notes"):
+            out.append("Notes: " + "; ".join(d["notes"]))
+        out += [
+            "",
+            "| student | method | n | macro-F1 | 95% CI | acc | invalid | p50 ms | "
+            "prompt tok/item | McNemar p vs PLD |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        t = d.get("teacher_zero_shot")
+        if t:
+            out.append(
+                f"| teacher {d['args']['teacher']} | zero-shot (ceiling) | {t['n']} | "
+                f"{t['macro_f1']:.3f} | [{t['macro_f1_ci95'][0]:.2f}, "
+                f"{t['macro_f1_ci95'][1]:.2f}] | {t['accuracy']:.3f} | {t['invalid']} | "
+                f"{t['latency_p50_s'] * 1000:.0f} | {t['prompt_tokens_per_item']:.0f} | - |"
+            )
+        for s, st in d["students"].items():
+            for m, r in st["methods"].items():
+                mc = r.get("mcnemar_vs_pld")
+                out.append(
+                    f"| {s} | {m} | {r['n']} | {r['macro_f1']:.3f} | "
+                    f"[{r['macro_f1_ci95'][0]:.2f}, {r['macro_f1_ci95'][1]:.2f}] | "
+                    f"{r['accuracy']:.3f} | {r['invalid']} | "
+                    f"{r['latency_p50_s'] * 1000:.0f} | {r['prompt_tokens_per_item']:.0f}"
+                    f" | {'-' if not mc else format(mc['p_value'], '.3g')} |"
+                )
+            dd = st.get("distill")
+            if dd:
+                u = dd["usage_by_role"].get("teacher", {})
+                out.append(
+                    f"\n{s}: {dd['rules']} rules extracted ({dd['extraction_failures']} "
+                    f"failed), {dd['instructions_v0']} synthesized, "
+                    f"{dd['instructions']} final; teacher {u.get('calls', 0)} calls "
+                    f"({u.get('cache_hits', 0)} cache hits), "
+                    f"{u.get('prompt_tokens', 0)} + {u.get('completion_tokens', 0)} tokens."
+                    "\n"
+                )
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print({"latency": latency, "cost": cost, "quality": quality}[sys.argv[1]]())
