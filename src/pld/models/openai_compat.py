@@ -71,8 +71,8 @@ def map_openai_error(e: Exception, *, what: str, key_env: str) -> BackendError:
         )
     if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
         return BackendResponseError(
-            f"{what}: the endpoint refused the API key ({e.status_code}); set {key_env} "
-            "or pass --api-key-env with the variable that holds a valid key",
+            f"{what}: the endpoint refused the API key ({e.status_code}); put a valid key in "
+            f"${key_env}, or name the variable that holds one with ?key_env=VAR in the spec",
             status=e.status_code,
         )
     if isinstance(e, openai.NotFoundError):
@@ -113,7 +113,7 @@ class _OpenAIBase:
             if base_url is None:
                 raise ConfigError(
                     f"no API key: set the environment variable {api_key_env} "
-                    "(or choose another with --api-key-env)"
+                    "(or name another with ?key_env=VAR in the model spec)"
                 )
             key = NO_KEY  # self-hosted servers usually accept any key
         self.__key = key
