@@ -22,6 +22,7 @@ class DistillConfig:
     eps: float = 0.4
     min_samples: int = 6
     auto_eps: bool = True
+    cluster_by_label: bool = True  # the paper clusters all rules together (False)
     consolidate_budget_tokens: int = 1500
     consolidate_max_tokens: int = 300
     # phase 3

@@ -311,6 +311,7 @@ class Distiller:
                 min_samples=cfg.min_samples,
                 algorithm=cfg.cluster_algorithm,
                 auto_eps=cfg.auto_eps,
+                by_label=cfg.cluster_by_label,
                 budget_tokens=cfg.consolidate_budget_tokens,
                 max_tokens=cfg.consolidate_max_tokens,
                 seed=cfg.seed,

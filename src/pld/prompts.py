@@ -89,10 +89,12 @@ def consolidate_prompt(
         f"Task: {description}\n\nLabels:\n{label_block(labels, descriptions)}\n\n"
         "These decision rules were written from different training examples and say similar "
         f"things:\n{listed}\n\n"
-        "Merge them into ONE general, executable instruction for the classifier: keep every "
-        "distinct condition, resolve contradictions by stating when each label applies, and "
-        'drop specifics of single examples. Give a short "topic", the "instruction" text and '
-        'the "labels" it decides.\n'
+        "Merge them into ONE general, executable instruction for the classifier: state the "
+        "concrete, observable cues in the input that decide the label (words, entities, "
+        "attributes, phrasings), keep every distinct condition, resolve contradictions by "
+        "stating when each label applies, and drop specifics of single examples. Do not "
+        "restate the task or list the labels: say what to look for. Give a short "
+        '"topic", the "instruction" text and the "labels" it decides.\n'
         'Reply as JSON: {"topic": "...", "instruction": "...", "labels": ["..."]}'
     )
 

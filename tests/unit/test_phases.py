@@ -247,3 +247,73 @@ async def test_an_input_too_long_for_the_context_is_counted_not_fatal() -> None:
     s = summary(preds, ["fruit", "metal"])
     assert [p.label for p in preds] == ["fruit", None]
     assert s["context_overflow"] == 1 and s["invalid"] == 1
+
+
+def test_condition_text_drops_the_label_clause() -> None:
+    from pld.phases.synthesize import condition_text
+
+    assert condition_text("If the ticket mentions a refund, then the label is billing.") == (
+        "If the ticket mentions a refund"
+    )
+    assert condition_text("Refund or chargeback requests: label is billing") == (
+        "Refund or chargeback requests:"
+    )
+    assert condition_text("the label is billing") == "the label is billing"  # nothing left
+
+
+async def test_clusters_are_label_pure_by_default() -> None:
+    task = make_task(8)
+    tc = ChatClient(make_teacher(), role="teacher")
+    rules, _ = await extract(task, task.examples, tc)
+    syn = await synthesize(
+        task, rules, EmbedClient(HashEmbedder(256)), tc, eps=0.3, min_samples=4, auto_eps=False
+    )
+    assert all(len(c["labels"]) == 1 for c in syn.clusters)
+    assert syn.clustering.algorithm == "dbscan per label"
+    assert {i.labels for i in syn.instructions.instructions} == {
+        ("fruit",),
+        ("metal",),
+        ("animal",),
+    }
+    glob = await synthesize(
+        task,
+        rules,
+        EmbedClient(HashEmbedder(256)),
+        tc,
+        eps=0.6,
+        min_samples=4,
+        auto_eps=False,
+        by_label=False,
+    )
+    assert any(len(c["labels"]) > 1 for c in glob.clusters)  # the paper's global clustering
+
+
+async def test_consolidation_that_restates_the_task_is_reasked() -> None:
+    task = make_task(6)
+    vague = json.dumps(
+        {
+            "topic": "Classification",
+            "instruction": "Say what the text is about: fruit, metal or animal.",
+            "labels": ["fruit"],
+        }
+    )
+    good = json.dumps(
+        {
+            "topic": "Fruit",
+            "instruction": "Texts naming apples, pears or berries and dishes made from them.",
+            "labels": ["fruit"],
+        }
+    )
+    rules, _ = await extract(task, task.examples, ChatClient(make_teacher(), role="t"))
+    teacher = ScriptedChatModel(lambda m, o: vague if o.seed == 0 else good)
+    syn = await synthesize(
+        task,
+        [r for r in rules if r.label == "fruit"],
+        EmbedClient(HashEmbedder(256)),
+        ChatClient(teacher, role="t"),
+        eps=0.3,
+        min_samples=3,
+        auto_eps=False,
+    )
+    fruit = [i for i in syn.instructions.instructions if "fruit" in i.labels]
+    assert fruit and fruit[0].text.startswith("Texts naming apples")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 from pld._async import gather_all
 from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient, EmbedClient
-from pld.phases.extract import RawRule
+from pld.phases.extract import RawRule, condition_words
 from pld.prompts import TEACHER_SYSTEM, consolidate_prompt, consolidate_schema, parse_json_object
 from pld.rules import Instruction, InstructionSet
 from pld.tasks.base import Task
@@ -79,8 +80,8 @@ def _hdbscan(x: NDArray[np.float32], min_samples: int) -> NDArray[np.int64]:
     )
 
 
-def _usable(a: NDArray[np.int64]) -> bool:
-    return len({int(v) for v in a if v >= 0}) >= 2
+def _usable(a: NDArray[np.int64], min_clusters: int) -> bool:
+    return len({int(v) for v in a if v >= 0}) >= min_clusters
 
 
 def cluster_rules(
@@ -90,7 +91,10 @@ def cluster_rules(
     min_samples: int = 6,
     algorithm: str = "dbscan",
     auto_eps: bool = True,
+    min_clusters: int = 2,
 ) -> ClusteringResult:
+    """DBSCAN (or HDBSCAN) on cosine distance. "Usable" means at least ``min_clusters``
+    clusters (2 over all rules; 1 within a single label's rules)."""
     x = _normalise(np.asarray(vectors, dtype=np.float32))
     n = x.shape[0]
     if n == 0:
@@ -99,7 +103,7 @@ def cluster_rules(
         a = _hdbscan(x, min_samples) if n > min_samples else np.full(n, -1, dtype=np.int64)
         return ClusteringResult(tuple(int(v) for v in a), eps, min_samples, "hdbscan", False)
     a = _dbscan(x, eps, min_samples)
-    if _usable(a) or not auto_eps or n < 4:
+    if _usable(a, min_clusters) or not auto_eps or n < 4:
         return ClusteringResult(tuple(int(v) for v in a), eps, min_samples, "dbscan", False)
 
     from sklearn.neighbors import NearestNeighbors
@@ -123,10 +127,10 @@ def cluster_rules(
         noise = float(np.mean(b < 0))
         trail.append(f"eps={cand:.3f} (k-dist p{q}): {nc} clusters, noise {noise:.0%}")
         score = (nc if noise <= 0.5 else -1, -noise)
-        if nc >= 2 and (best is None or score > best[0]):
+        if nc >= min_clusters and (best is None or score > best[0]):
             best = (score, cand, b)
     if best is None:
-        trail.append("no eps gave >= 2 clusters; keeping the default result")
+        trail.append(f"no eps gave >= {min_clusters} clusters; keeping the default result")
         log.info("auto-eps: %s", "; ".join(trail))
         return ClusteringResult(
             tuple(int(v) for v in a), eps, min_samples, "dbscan", True, tuple(trail)
@@ -135,6 +139,64 @@ def cluster_rules(
     trail.append(f"chose eps={chosen:.3f}, min_samples={ms}")
     log.info("auto-eps: %s", "; ".join(trail))
     return ClusteringResult(tuple(int(v) for v in b), chosen, ms, "dbscan", True, tuple(trail))
+
+
+_LABEL_CLAUSE = re.compile(
+    r",?\s*(?:then\s+)?(?:the\s+)?label\s+(?:is|should be)\b.*$", re.I | re.S
+)
+
+
+def condition_text(rule: str) -> str:
+    """The rule without its "then the label is X" clause: what is embedded, so rules cluster by
+    their conditions rather than by the shared template."""
+    stripped = _LABEL_CLAUSE.sub("", rule).strip()
+    return stripped if len(stripped.split()) >= 3 else rule
+
+
+def _cluster_by_label(
+    rules: Sequence[RawRule],
+    vectors: NDArray[np.float32],
+    *,
+    eps: float,
+    min_samples: int,
+    algorithm: str,
+    auto_eps: bool,
+) -> ClusteringResult:
+    assignments = [-1] * len(rules)
+    log_lines: list[str] = []
+    auto = False
+    next_id = 0
+    used_eps: list[float] = []
+    for lab in sorted({r.label for r in rules}):
+        idx = [i for i, r in enumerate(rules) if r.label == lab]
+        res = cluster_rules(
+            vectors[idx],
+            eps=eps,
+            min_samples=min_samples,
+            algorithm=algorithm,
+            auto_eps=auto_eps,
+            min_clusters=1,
+        )
+        auto = auto or res.auto
+        used_eps.append(res.eps)
+        log_lines += [f"[{lab}] {line}" for line in res.log] or [
+            f"[{lab}] eps={res.eps:.3f}: {res.n_clusters} cluster(s) over {len(idx)} rules"
+        ]
+        remap: dict[int, int] = {}
+        for i, c in zip(idx, res.assignments, strict=True):
+            if c >= 0:
+                if c not in remap:
+                    remap[c] = next_id
+                    next_id += 1
+                assignments[i] = remap[c]
+    return ClusteringResult(
+        tuple(assignments),
+        float(np.median(used_eps)) if used_eps else eps,
+        min_samples,
+        f"{algorithm} per label",
+        auto,
+        tuple(log_lines),
+    )
 
 
 def _fit_budget(
@@ -191,6 +253,10 @@ async def _consolidate(
             text = " ".join(str(obj.get("instruction", "")).split())
             if len(text.split()) < 4 or not topic:
                 raise ValueError("topic and an instruction of >= 4 words are required")
+            task_words = set(condition_words(task.description, task.labels))
+            cues = [w for w in condition_words(text, task.labels) if w not in task_words]
+            if len(cues) < 3:
+                raise ValueError("the instruction restates the task; name the cues to look for")
             labels = tuple(dict.fromkeys(x for x in obj.get("labels", []) if x in task.labels))
             return topic, text, labels or majority, None
         except (ValueError, TypeError, AttributeError) as e:
@@ -214,12 +280,22 @@ async def synthesize(
     max_tokens: int = 300,
     max_attempts: int = 2,
     seed: int = 0,
+    by_label: bool = True,
     on_done: Callable[[], None] | None = None,
 ) -> SynthesisResult:
-    vectors = await embedder.embed([r.rule for r in rules])
-    clustering = cluster_rules(
-        vectors, eps=eps, min_samples=min_samples, algorithm=algorithm, auto_eps=auto_eps
-    )
+    """``by_label`` (default) clusters each label's rules separately. The paper clusters all
+    rules together; measured here, rules written in one template ("If ..., then the label is
+    X") cluster by their wording, so global clusters mixed every label and the teacher merged
+    them into instructions that only restated the task (bench/RESULTS.md, section 2)."""
+    vectors = await embedder.embed([condition_text(r.rule) for r in rules])
+    if by_label:
+        clustering = _cluster_by_label(
+            rules, vectors, eps=eps, min_samples=min_samples, algorithm=algorithm, auto_eps=auto_eps
+        )
+    else:
+        clustering = cluster_rules(
+            vectors, eps=eps, min_samples=min_samples, algorithm=algorithm, auto_eps=auto_eps
+        )
     groups: dict[int, list[int]] = {}
     for i, c in enumerate(clustering.assignments):
         groups.setdefault(c, []).append(i)
