@@ -141,6 +141,13 @@ def cluster_rules(
     return ClusteringResult(tuple(int(v) for v in b), chosen, ms, "dbscan", True, tuple(trail))
 
 
+# Words that describe the classification task itself rather than evidence in the input.
+_TASK_TALK = frozenset(
+    "task classify classifies classification given determine decide which one following "
+    "specified possible category categories sentence sentences text texts input domain "
+    "domains belongs belong type types kind analyze analyse analyzing cues specific".split()
+)
+
 _LABEL_CLAUSE = re.compile(
     r",?\s*(?:then\s+)?(?:the\s+)?label\s+(?:is|should be)\b.*$", re.I | re.S
 )
@@ -253,11 +260,13 @@ async def _consolidate(
             text = " ".join(str(obj.get("instruction", "")).split())
             if len(text.split()) < 4 or not topic:
                 raise ValueError("topic and an instruction of >= 4 words are required")
-            task_words = set(condition_words(task.description, task.labels))
+            task_words = set(condition_words(task.description, task.labels)) | _TASK_TALK
             cues = [w for w in condition_words(text, task.labels) if w not in task_words]
             if len(cues) < 3:
                 raise ValueError("the instruction restates the task; name the cues to look for")
             labels = tuple(dict.fromkeys(x for x in obj.get("labels", []) if x in task.labels))
+            if len(counts) == 1:  # a label-pure cluster decides its own label, whatever is claimed
+                labels = tuple(counts)
             return topic, text, labels or majority, None
         except (ValueError, TypeError, AttributeError) as e:
             reason = f"{type(e).__name__}: {e}"
