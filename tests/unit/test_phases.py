@@ -317,3 +317,19 @@ async def test_consolidation_that_restates_the_task_is_reasked() -> None:
     )
     fruit = [i for i in syn.instructions.instructions if "fruit" in i.labels]
     assert fruit and fruit[0].text.startswith("Texts naming apples")
+
+
+def test_resolve_edits_that_quote_inputs_are_dropped() -> None:
+    from pld.phases.resolve import drop_copies
+    from pld.rules import Edit
+
+    shown = ["my grandfather was a quiet and gentle man who liked cards"]
+    kept, dropped = drop_copies(
+        [
+            Edit("add", text="If my grandfather was a quiet and gentle man, gender."),
+            Edit("add", text="If the sentence describes family roles, gender."),
+        ],
+        shown,
+    )
+    assert [e.text for e in kept] == ["If the sentence describes family roles, gender."]
+    assert dropped[0]["applied"] is False and "copies an input verbatim" in dropped[0]["why"]

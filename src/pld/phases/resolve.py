@@ -20,6 +20,7 @@ from pld.metrics import macro_f1
 from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient
 from pld.phases.classify import Prediction, classify
+from pld.phases.extract import copied_span
 from pld.prompts import TEACHER_SYSTEM, parse_json_object, resolve_prompt, resolve_schema
 from pld.rules import Edit, InstructionSet, render_system_prompt
 from pld.tasks.base import Example, Task
@@ -90,6 +91,28 @@ def parse_edits(obj: dict[str, Any]) -> tuple[str, list[Edit]]:
             )
         )
     return str(obj.get("diagnosis", "")), edits
+
+
+def drop_copies(
+    edits: Sequence[Edit], shown: Sequence[str]
+) -> tuple[list[Edit], list[dict[str, Any]]]:
+    """Rules must stay general: an edit whose text copies a shown input verbatim (6+ words)
+    is not applied, and is reported."""
+    kept: list[Edit] = []
+    dropped: list[dict[str, Any]] = []
+    for e in edits:
+        span = next((sp for t in shown if (sp := copied_span(e.text or "", t))), None)
+        if span is None:
+            kept.append(e)
+        else:
+            dropped.append(
+                {
+                    "edit": e.to_json(),
+                    "applied": False,
+                    "why": f'copies an input verbatim ("{span}")',
+                }
+            )
+    return kept, dropped
 
 
 async def propose_edits(
@@ -196,8 +219,10 @@ async def resolve(
         if err is not None:
             rec.update(accepted=False, teacher_error=err, edits=[], note="teacher reply invalid")
         else:
+            shown = [task.render(by_id[p.id]) for p in (*fail_shown, *ok_shown)]
+            edits, copied = drop_copies(edits, shown)
             cand, outcomes = best.apply(edits, tag=f"round {r}", labels=task.labels)
-            rec["edits"] = outcomes
+            rec["edits"] = outcomes + copied
             lost = [
                 lab
                 for lab in task.labels
