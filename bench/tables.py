@@ -96,12 +96,15 @@ def cost() -> str:
     if "clustering" in d:
         out += [
             "",
-            "| rules | DBSCAN s | peak RSS MB | dense n×n float64 would be MB | clusters |",
-            "|---|---|---|---|---|",
+            "| rules | DBSCAN s | process peak RSS MB (before DBSCAN) | "
+            "peak traced allocations MB | a dense n×n float64 matrix would be MB | clusters |",
+            "|---|---|---|---|---|---|",
         ]
         for c in d["clustering"]:
             out.append(
-                f"| {c['n']} | {c['seconds']:.2f} | {c['peak_rss_mb']:.0f} | "
+                f"| {c['n']} | {c['seconds']:.2f} | {c['peak_rss_mb']:.0f} "
+                f"({c.get('rss_before_mb', float('nan')):.0f}) | "
+                f"{c.get('traced_peak_mb', float('nan')):.0f} | "
                 f"{c['dense_matrix_mb']:.0f} | {c['clusters']} |"
             )
     return "\n".join(out)
