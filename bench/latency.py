@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from pld.models.client import ChatClient, Limits
 from pld.models.local import LocalChatModel
 from pld.phases.classify import classify_options
 from pld.rules import Instruction, InstructionSet, render_system_prompt
-from pld.tasks.base import stratified_split
+from pld.tasks.base import stratified_sample, stratified_split
 from pld.tasks.datasets import load_stereoset
 
 RULE_TEMPLATES = [
@@ -238,7 +239,10 @@ def cold_start(system: str) -> dict[str, Any]:
 async def main_async(a: argparse.Namespace) -> dict[str, Any]:
     task = load_stereoset(SHARED_DATA / "stereoset" / "stereoset.json")
     sp = stratified_split(task.examples, fractions=(0.5, 0.25, 0.25), seed=0)
-    items = list(sp.test)
+    # A seeded shuffle: consecutive test items of one StereoSet cluster share their first
+    # lines, which would let the prefix cache absorb part of every user message too.
+    items = stratified_sample(sp.test, max(a.n, a.cot_n, 1), 0)
+    random.Random(0).shuffle(items)
     model = LocalChatModel("smollm2", n_ctx=8192, flash_attn=a.flash_attn)
     client = ChatClient(model, role="student", limits=Limits(max_concurrency=1))
     r = await rates(client)

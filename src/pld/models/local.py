@@ -95,7 +95,7 @@ class EngineConfig:
     port: int = 0
     slot_save_path: str = ""  # enables saving/restoring a slot's prompt state (cold starts)
     # Measured on this 2-core CPU (bench/RESULTS.md): llama.cpp's flash-attention path makes a
-    # warm 1.5k-token prefix cost 2.9x a 75-token one for SmolLM2; the plain path 1.7x.
+    # warm 1.5k-token prefix cost 2.64x a 75-token one for SmolLM2; the plain path 1.53x.
     flash_attn: str = "off"
 
 
