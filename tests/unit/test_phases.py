@@ -160,7 +160,7 @@ async def test_resolve_accepts_improvements_rejects_regressions_keeps_best() -> 
             {
                 "op": "add",
                 "topic": "animals",
-                "text": "If otter things, animal.",
+                "text": "If the text talks about otter things, animal.",
                 "labels": ["animal"],
             }
         ],

@@ -20,7 +20,7 @@ from pld.metrics import macro_f1
 from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient
 from pld.phases.classify import Prediction, classify
-from pld.phases.extract import copied_span
+from pld.phases.extract import condition_words, copied_span
 from pld.prompts import TEACHER_SYSTEM, parse_json_object, resolve_prompt, resolve_schema
 from pld.rules import Edit, InstructionSet, render_system_prompt
 from pld.tasks.base import Example, Task
@@ -94,24 +94,22 @@ def parse_edits(obj: dict[str, Any]) -> tuple[str, list[Edit]]:
 
 
 def drop_copies(
-    edits: Sequence[Edit], shown: Sequence[str]
+    edits: Sequence[Edit], shown: Sequence[str], labels: Sequence[str] = ()
 ) -> tuple[list[Edit], list[dict[str, Any]]]:
-    """Rules must stay general: an edit whose text copies a shown input verbatim (6+ words)
-    is not applied, and is reported."""
+    """Rules must stay general and executable: an edit whose text copies a shown input
+    verbatim (6+ words), or states no condition, is not applied, and is reported."""
     kept: list[Edit] = []
     dropped: list[dict[str, Any]] = []
     for e in edits:
         span = next((sp for t in shown if (sp := copied_span(e.text or "", t))), None)
-        if span is None:
-            kept.append(e)
+        if span is not None:
+            why = f'copies an input verbatim ("{span}")'
+        elif e.op in ("add", "edit", "merge") and len(condition_words(e.text or "", labels)) < 3:
+            why = "states no condition"
         else:
-            dropped.append(
-                {
-                    "edit": e.to_json(),
-                    "applied": False,
-                    "why": f'copies an input verbatim ("{span}")',
-                }
-            )
+            kept.append(e)
+            continue
+        dropped.append({"edit": e.to_json(), "applied": False, "why": why})
     return kept, dropped
 
 
@@ -220,7 +218,7 @@ async def resolve(
             rec.update(accepted=False, teacher_error=err, edits=[], note="teacher reply invalid")
         else:
             shown = [task.render(by_id[p.id]) for p in (*fail_shown, *ok_shown)]
-            edits, copied = drop_copies(edits, shown)
+            edits, copied = drop_copies(edits, shown, task.labels)
             cand, outcomes = best.apply(edits, tag=f"round {r}", labels=task.labels)
             rec["edits"] = outcomes + copied
             lost = [
