@@ -224,6 +224,14 @@ class Distiller:
             state["phases"] = {
                 k: v for k, v in prev.get("phases", {}).items() if v.get("status") == "done"
             }
+            # usage_by_role covers this process; earlier processes' usage is kept, not lost
+            state["usage_earlier_processes"] = [
+                *prev.get("usage_earlier_processes", []),
+                {
+                    "usage_by_role": prev.get("usage_by_role", {}),
+                    "usage_by_phase": prev.get("usage_by_phase", {}),
+                },
+            ]
 
         def save_state() -> None:
             state["usage_by_role"] = acct.by_role()

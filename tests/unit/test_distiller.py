@@ -89,6 +89,9 @@ def test_resume_after_interruption_repeats_no_teacher_call(tmp_path: Path) -> No
     ]
     assert extraction_prompts == []
     assert (tmp_path / "run" / "instructions.json").exists()
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    earlier = meta["usage_earlier_processes"][0]["usage_by_role"]["teacher"]
+    assert earlier["calls"] == n_extract  # the interrupted process's spend is still on record
 
 
 def test_rundir_refuses_non_empty_without_resume_or_force(tmp_path: Path) -> None:
