@@ -4,10 +4,8 @@ sharing keeps llama.cpp's prompt cache warm across tests."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,15 +71,3 @@ def smollm2_embedder():  # type: ignore[no-untyped-def]
     from pld.models.local import LocalEmbedder
 
     return LocalEmbedder("smollm2")
-
-
-def wait_until(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
