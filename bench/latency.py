@@ -193,12 +193,10 @@ async def throughput(task: Any, items: list[Any], system: str, slots: int) -> di
 COLD = r"""
 import asyncio, sys, time, json, urllib.request
 t0 = float(sys.argv[1]); mode = sys.argv[2]; system = open(sys.argv[3]).read()
-from pld.models.local import LocalChatModel, EngineConfig, get_engine, smollm2_path
+from pld.models.local import LocalChatModel
 from pld.models.base import Message
 from pld.phases.classify import classify_options
-m = LocalChatModel.__new__(LocalChatModel)
-m._identity = "local:bench"
-m.engine = get_engine(EngineConfig(str(smollm2_path()), 4096, 1, 0, slot_save_path=sys.argv[4]))
+m = LocalChatModel("smollm2", n_ctx=4096, slot_save_path=sys.argv[4])
 labels = ("stereotype", "anti-stereotype", "unrelated")
 def post(path, body):
     req = urllib.request.Request(m.engine.address + path, data=json.dumps(body).encode(),

@@ -21,14 +21,12 @@ import json
 import time
 from typing import Any
 
-from scipy.stats import binomtest
-
 from bench.common import RESULTS, SHARED_DATA, machine
 from bench.models import MODELS, fetch
 from pld.cache import Cache
 from pld.config import DistillConfig
 from pld.distiller import Distiller
-from pld.evaluate import Prompt, method_result, run_method
+from pld.evaluate import Prompt, mcnemar_counts, method_result, run_method
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
 from pld.phases.classify import classify
@@ -211,16 +209,7 @@ def main() -> None:
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():
             if m != "pld":
-                common = [i for i in r["_correct"] if i in pld_ok]
-                b = sum(1 for i in common if pld_ok[i] and not r["_correct"][i])
-                c = sum(1 for i in common if r["_correct"][i] and not pld_ok[i])
-                r["mcnemar_vs_pld"] = {
-                    "pld_only_correct": b,
-                    "other_only_correct": c,
-                    "p_value": 1.0
-                    if b + c == 0
-                    else float(binomtest(min(b, c), b + c, 0.5).pvalue),
-                }
+                r["mcnemar_vs_pld"] = mcnemar_counts(r["_correct"], pld_ok)
         save()
     print("saved", res_path)
 

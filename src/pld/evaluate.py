@@ -168,16 +168,22 @@ async def run_method(
     return prompt, preds
 
 
-def mcnemar(a: Sequence[Prediction], b: Sequence[Prediction]) -> dict[str, Any]:
-    """Exact (binomial) McNemar test on paired correctness; items matched by id."""
+def mcnemar_counts(a: Mapping[str, bool], b: Mapping[str, bool]) -> dict[str, Any]:
+    """Exact (binomial) McNemar test on paired correctness (item id -> correct); only the
+    items both sides scored are paired."""
     from scipy.stats import binomtest
 
-    bi = {p.id: p for p in b}
-    n01 = sum(1 for p in a if not p.correct and bi[p.id].correct)
-    n10 = sum(1 for p in a if p.correct and not bi[p.id].correct)
+    common = [i for i in a if i in b]
+    n10 = sum(1 for i in common if a[i] and not b[i])
+    n01 = sum(1 for i in common if b[i] and not a[i])
     n = n01 + n10
     pval = 1.0 if n == 0 else float(binomtest(min(n01, n10), n, 0.5).pvalue)
     return {"a_only_correct": n10, "b_only_correct": n01, "p_value": pval}
+
+
+def mcnemar(a: Sequence[Prediction], b: Sequence[Prediction]) -> dict[str, Any]:
+    """McNemar between two methods' predictions on the same items."""
+    return mcnemar_counts({p.id: p.correct for p in a}, {p.id: p.correct for p in b})
 
 
 def method_result(

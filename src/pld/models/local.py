@@ -221,11 +221,19 @@ class LocalChatModel:
         n_parallel: int = 1,
         n_threads: int = 0,
         flash_attn: str = "off",
+        slot_save_path: str = "",
     ) -> None:
         path = resolve_model_path(model)
         self._identity = "local:" + file_identity(path)
         self.engine = get_engine(
-            EngineConfig(str(path), n_ctx, n_parallel, n_threads, flash_attn=flash_attn)
+            EngineConfig(
+                str(path),
+                n_ctx,
+                n_parallel,
+                n_threads,
+                flash_attn=flash_attn,
+                slot_save_path=slot_save_path,
+            )
         )
 
     @property
