@@ -1,7 +1,7 @@
 """Render the Markdown tables of bench/RESULTS.md from bench/results/*.json, so every figure
 in RESULTS.md is a copy of a file a benchmark wrote.
 
-    python -m bench.tables latency|cost|quality
+    python -m bench.tables latency|cost|quality|peer
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from bench.common import RESULTS
+from pld.evaluate import mcnemar_counts
 
 
 def _load(name: str) -> Any:
@@ -158,5 +159,80 @@ def quality() -> str:
     return "\n".join(out)
 
 
+def _u(usage: dict[str, Any], role: str) -> tuple[int, int, int]:
+    u = usage.get(role, {})
+    prompt = int(u.get("prompt_tokens", 0))
+    # calls that used no tokens at all were cache replays (see bench/dspy_worker.py)
+    calls = int(u.get("calls", 0)) if prompt else 0
+    return calls, prompt, int(u.get("completion_tokens", 0))
+
+
+def peer() -> str:
+    out = []
+    for p in sorted((RESULTS / "quality").glob("*/peer-dspy.json")):
+        d = json.loads(p.read_text())
+        f = d["pld_fresh"]
+        out += [
+            f"### {p.parent.name} — model {d['args']['model']} as teacher and student; "
+            f"DSPy {d['dspy']}; {d['machine']['date']}",
+            "",
+            "| system | macro-F1 | 95% CI | acc | invalid | McNemar p vs pld | teacher calls "
+            "| teacher tok (prompt + completion) | student calls to build | build wall s "
+            "| test p50 ms/item | test prompt tok/item | test completion tok/item |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        tc, tp, tk = _u(f["distill_usage"], "teacher")
+        sc = _u(f["distill_usage"], "student")[0]
+        out.append(
+            f"| pld (own empty cache) | {f['macro_f1']:.3f} | [{f['macro_f1_ci95'][0]:.2f}, "
+            f"{f['macro_f1_ci95'][1]:.2f}] | {f['accuracy']:.3f} | {f['invalid']} | - | {tc} | "
+            f"{tp} + {tk} | {sc} | {f['distill_wall_s_this_process']:.0f}"
+            f"{' (resumed)' if f['distill_resumed'] else ''} | "
+            f"{f['latency_p50_s'] * 1000:.0f} | {f['prompt_tokens_per_item']:.0f} | "
+            f"{f['completion_tokens_per_item']:.1f} |"
+        )
+        for name, r in d["methods"].items():
+            # the optimizer's cost includes attempts that died and were resumed from the cache
+            c = r.get("compile", {"usage": {}, "wall_s": 0.0})
+            parts = [c, *c.get("earlier_attempts", [])]
+            tc, tp, tk = (sum(_u(x["usage"], "teacher")[i] for x in parts) for i in range(3))
+            sc = sum(_u(x["usage"], "student")[0] for x in parts)
+            wall = sum(x["wall_s"] for x in parts)
+            n = r["n"]
+            _, sp, sk = _u(r["usage"], "student")
+            mc = r["mcnemar_vs_pld_fresh"]
+            out.append(
+                f"| {name} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.2f}, "
+                f"{r['macro_f1_ci95'][1]:.2f}] | {r['accuracy']:.3f} | {r['invalid']} | "
+                f"{mc['p_value']:.3g} | {tc} | {tp} + {tk} | {sc} | {wall:.0f} | "
+                f"{r['latency_p50_s'] * 1000:.0f} | {sp / n:.0f} | {sk / n:.1f} |"
+            )
+        for att in d.get("failed_attempts", []):
+            out.append(
+                f"\nAn optimizer attempt failed after {att['wall_s']:.0f} s and was resumed "
+                f"(its calls are counted above): {att['error'].splitlines()[0]}"
+            )
+        ab = d.get("calibration_ablation")
+        if ab:
+            out += [
+                "",
+                "Same student, pld's decision rule with and without contextual calibration:",
+                "",
+                "| pld prompt, decision | macro-F1 | 95% CI | acc | McNemar p vs pld |",
+                "|---|---|---|---|---|",
+            ]
+            for k, r in ab.items():
+                mc = mcnemar_counts(r["_correct"], f["_correct"])
+                out.append(
+                    f"| {k} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.2f}, "
+                    f"{r['macro_f1_ci95'][1]:.2f}] | {r['accuracy']:.3f} | "
+                    f"{mc['p_value']:.3g} |"
+                )
+        mi = d["methods"].get("dspy-miprov2", {}).get("instructions")
+        if mi:
+            out.append(f"\nMIPROv2's instruction, verbatim: {json.dumps(mi)}")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    print({"latency": latency, "cost": cost, "quality": quality}[sys.argv[1]]())
+    print({"latency": latency, "cost": cost, "quality": quality, "peer": peer}[sys.argv[1]]())
