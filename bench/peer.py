@@ -8,8 +8,11 @@ the seed and the test items are identical). Starts one llama.cpp OpenAI-compatib
 ``bench.quality`` — creates the separate DSPy environment ``.venv-dspy`` on first use
 (``pip install "dspy[optuna]==3.4.1"``; DSPy never enters pld's environment), and runs
 ``bench/dspy_worker.py`` there: ``dspy.Predict`` zero-shot, then MIPROv2 ``auto="light"``
-writing instructions (no demonstrations, the zero-shot form PLD produces). pld's own metrics
-score both, on the same items, with McNemar against PLD; call/token counts come from DSPy's
+writing instructions (no demonstrations, the zero-shot form PLD produces). Beside it, pld
+distils from its own empty cache (so its calls and tokens are a first run's) — ``--pld-only``
+runs just that arm, e.g. in a second process. pld's metrics score every system on the same
+items, with McNemar against that pld run, plus zero-shot and PLD with and without contextual
+calibration (the ablation that explains the gap). DSPy's call/token counts come from its
 history. Output: ``bench/results/quality/<dataset>/peer-dspy.json``. Resumable.
 """
 
