@@ -100,53 +100,39 @@ def pld_arm(
         fcntl.flock(lock, fcntl.LOCK_EX)  # a --pld-only process may be on it: wait, then reuse
         if done.exists():
             return dict(json.loads(done.read_text()))
-        return _pld_arm(dataset, model, q, task, train, val, test, work, done)
-
-
-def _pld_arm(
-    dataset: str,
-    model: str,
-    q: dict[str, Any],
-    task: Any,
-    train: list[Any],
-    val: list[Any],
-    test: list[Any],
-    work: Path,
-    done: Path,
-) -> dict[str, Any]:
-    run = work / "pld-run"
-    cache = Cache(work / "pld-cache.sqlite")
-    model_spec = spec(model, dataset)
-    t0 = time.perf_counter()
-    d = Distiller(
-        model_spec,
-        model_spec,
-        "local:smollm2",
-        cache=cache,
-        config=distill_config(q["max_rounds"], q["seed"]),
-    )
-    resume = (run / "run.json").exists()
-    d.fit(
-        task.with_examples(train),
-        task.with_examples(val),
-        run_dir=run,
-        resume=resume,
-        force=not resume,
-    )
-    wall = time.perf_counter() - t0
-    prompt = Prompt(
-        (run / "system_prompt.txt").read_text(), (run / "user_template.txt").read_text()
-    )
-    r = score(model_spec, model, "pld", task, test, cache, prompt, train=train, seed=q["seed"])
-    r["distill_wall_s_this_process"] = wall
-    r["distill_resumed"] = resume
-    r["distill_usage"] = total_usage(json.loads((run / "run.json").read_text()))
-    r["instructions"] = len(d.instructions_)
-    r["system_prompt_tokens_est"] = len(prompt.system) // 4
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(r, indent=2) + "\n")
-    tmp.replace(done)
-    return r
+        run = work / "pld-run"
+        cache = Cache(work / "pld-cache.sqlite")
+        model_spec = spec(model, dataset)
+        t0 = time.perf_counter()
+        d = Distiller(
+            model_spec,
+            model_spec,
+            "local:smollm2",
+            cache=cache,
+            config=distill_config(q["max_rounds"], q["seed"]),
+        )
+        resume = (run / "run.json").exists()
+        d.fit(
+            task.with_examples(train),
+            task.with_examples(val),
+            run_dir=run,
+            resume=resume,
+            force=not resume,
+        )
+        wall = time.perf_counter() - t0
+        prompt = Prompt(
+            (run / "system_prompt.txt").read_text(), (run / "user_template.txt").read_text()
+        )
+        r = score(model_spec, model, "pld", task, test, cache, prompt, train=train, seed=q["seed"])
+        r["distill_wall_s_this_process"] = wall
+        r["distill_resumed"] = resume
+        r["distill_usage"] = total_usage(json.loads((run / "run.json").read_text()))
+        r["instructions"] = len(d.instructions_)
+        r["system_prompt_tokens_est"] = len(prompt.system) // 4
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(r, indent=2) + "\n")
+        tmp.replace(done)
+        return r
 
 
 def main() -> None:
