@@ -99,8 +99,6 @@ def main() -> None:
     # Attempts that died (say, a missing optional dependency) paid for calls a rerun then takes
     # from the cache: they stay on record and count toward the optimizer's cost.
     attempts: list[dict[str, Any]] = out.setdefault("dspy-miprov2-attempts", [])
-    if "dspy-miprov2-failed" in out:  # the first run's layout
-        attempts.append(out.pop("dspy-miprov2-failed"))
     if "dspy-miprov2" not in out:
         saved = out_path.with_name("dspy-miprov2-program.json")
         compile_info: dict[str, Any]

@@ -128,7 +128,6 @@ def pld_arm(
         r["distill_resumed"] = resume
         r["distill_usage"] = total_usage(json.loads((run / "run.json").read_text()))
         r["instructions"] = len(d.instructions_)
-        r["system_prompt_tokens_est"] = len(prompt.system) // 4
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(r, indent=2) + "\n")
         tmp.replace(done)
@@ -157,25 +156,6 @@ def main() -> None:
     )
     work = qdir / "dspy"
     work.mkdir(exist_ok=True)
-    rows = {
-        k: [{"id": e.id, "fields": dict(e.fields), "label": e.label} for e in part]
-        for k, part in (("train", train), ("val", val), ("test", test))
-    }
-    spec_path = work / "spec.json"  # quotes the dataset: git-ignored
-    spec_path.write_text(
-        json.dumps(
-            {
-                "labels": list(task.labels),
-                "description": task.description,
-                "input_fields": template_fields(task.input_template),
-                "seed": q["seed"],
-                "cache_dir": str(work / "cache"),
-                "teacher_max_tokens": a.teacher_max_tokens,
-                "base_url": "",
-                **rows,
-            }
-        )
-    )
     if a.pld_only:
         pld_arm(a.dataset, a.model, q, task, train, val, test, work)
         return
@@ -183,9 +163,24 @@ def main() -> None:
     log = work / "log.txt"
     server, url = start_server(fetch(a.model), log)
     try:
-        worker_spec = json.loads(spec_path.read_text())
-        worker_spec["base_url"] = url
-        spec_path.write_text(json.dumps(worker_spec))
+        spec_path = work / "spec.json"  # quotes the dataset: git-ignored
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "labels": list(task.labels),
+                    "description": task.description,
+                    "input_fields": template_fields(task.input_template),
+                    "seed": q["seed"],
+                    "cache_dir": str(work / "cache"),
+                    "teacher_max_tokens": a.teacher_max_tokens,
+                    "base_url": url,
+                    **{
+                        k: [{"id": e.id, "fields": dict(e.fields), "label": e.label} for e in part]
+                        for k, part in (("train", train), ("val", val), ("test", test))
+                    },
+                }
+            )
+        )
         t0 = time.perf_counter()
         rc = subprocess.run(
             [
