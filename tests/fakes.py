@@ -4,11 +4,12 @@ get, so the pipeline's logic (not just its plumbing) is exercised without a real
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 
-from pld.models.base import GenOptions, Message
-from pld.models.fake import ScriptedChatModel
+from pld.models.base import Completion, GenOptions, Message, Usage
+from pld.models.fake import Request, ScriptedChatModel
 from pld.tasks.base import Example, Task
 
 KEYWORDS = {"fruit": "apple", "metal": "iron", "animal": "otter"}
@@ -93,3 +94,36 @@ def student_reply(messages: Sequence[Message], options: GenOptions) -> str:
 
 def make_student() -> ScriptedChatModel:
     return ScriptedChatModel(student_reply, name="student")
+
+
+class LogprobStudent:
+    """The scripted student, but with a label distribution (``choice_logprobs``) like the
+    local engine gives, so calibration and confidences are exercised. Content-free inputs get
+    a skewed prior (the first label), as small models do."""
+
+    def __init__(self, name: str = "student-lp") -> None:
+        self.name = name
+        self.requests: list[Request] = []
+
+    @property
+    def identity(self) -> str:
+        return f"fake:{self.name}"
+
+    async def complete(self, messages: Sequence[Message], options: GenOptions) -> Completion:
+        self.requests.append(Request(tuple(messages), options))
+        assert options.choices is not None
+        labels = options.choices
+        top = student_reply(messages, options)
+        user = messages[-1].content
+        weights = {lab: 1.0 + (len(user) + k) % 3 for k, lab in enumerate(labels)}
+        weights[top] += 4.0 if top != labels[0] else 1.5
+        total = sum(weights.values())
+        lp = {lab: math.log(w / total) for lab, w in weights.items()}
+        return Completion(
+            text=top,
+            finish_reason="stop",
+            usage=Usage(sum(len(m.content.split()) for m in messages), 1),
+            latency_s=0.0,
+            choice_logprobs=lp,
+            model=self.identity,
+        )
