@@ -34,7 +34,7 @@ from pld.cache import Cache
 from pld.distiller import Distiller
 from pld.evaluate import Prompt, mcnemar_counts
 from pld.metrics import summary
-from pld.phases.classify import Prediction
+from pld.predictions import Prediction
 from pld.tasks.base import template_fields
 
 DSPY_VERSION = "3.4.1"

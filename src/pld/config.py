@@ -12,6 +12,9 @@ from pld.errors import ConfigError
 
 @dataclass(frozen=True)
 class DistillConfig:
+    """Every setting of a distillation. Frozen and validated on construction, so a bad value
+    fails before any model call; ``outcome_settings`` are the ones a resume must keep."""
+
     seed: int = 0
     # phase 1
     extract_max_attempts: int = 3
@@ -75,7 +78,15 @@ class DistillConfig:
             raise ConfigError("resolve_successes must be >= 0")
 
     @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DistillConfig:
+        """A named preset (see ``PRESETS``) with ``overrides`` (None values are ignored)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
+        return cls.from_dict(dict(PRESETS[name])).with_overrides(**overrides)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
+        """From a mapping (TOML, run.json); unknown keys are refused by name."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -87,6 +98,7 @@ class DistillConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> DistillConfig:
+        """From a TOML file of ``key = value`` settings."""
         try:
             d = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as e:
@@ -94,11 +106,13 @@ class DistillConfig:
         return cls.from_dict(d)
 
     def with_overrides(self, **kw: Any) -> DistillConfig:
+        """A copy with the given settings changed (None means "keep")."""
         d = asdict(self)
         d.update({k: v for k, v in kw.items() if v is not None})
         return self.from_dict(d)
 
     def to_json(self) -> dict[str, Any]:
+        """Every setting, as run.json stores it."""
         return asdict(self)
 
     def outcome_settings(self) -> dict[str, Any]:
@@ -119,3 +133,22 @@ OPERATIONAL = frozenset(
         "max_cost_usd",
     }
 )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Small, offline models on a few CPU cores (the embedded SmolLM2 as teacher and student):
+    # short teacher replies, a small resolve sample, one student request at a time. Used by
+    # ``pld demo`` and, with their documented overrides, by bench/quality.py and bench/cost.py.
+    "small": {
+        "max_rounds": 2,
+        "patience": 1,
+        "resolve_train_sample": 24,
+        "resolve_failures": 6,
+        "resolve_successes": 4,
+        "extract_max_tokens": 200,
+        "consolidate_max_tokens": 200,
+        "resolve_max_tokens": 400,
+        "teacher_concurrency": 2,
+        "student_concurrency": 1,
+    },
+}

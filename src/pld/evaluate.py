@@ -2,28 +2,44 @@
 
 Methods: ``zero-shot`` (task description + labels), ``few-shot`` (k seeded random training
 examples as demonstrations), ``cot`` (reason, then a parsed ``Answer: <label>`` line) and
-``pld`` (a run directory's saved system prompt and user template, byte for byte). The label-
+``pld`` (a ``Rulebook``'s saved system prompt and user template, byte for byte). The label-
 scoring methods share one decision rule (closed choice, calibrated when enabled), so the
 comparison isolates what the prompt contributes.
+
+``compare`` runs several methods on the same items and returns a ``Comparison`` (figures per
+method, per-item predictions, paired McNemar tests against PLD); ``pld eval``, ``pld compare``
+and ``pld demo`` all call it and only render what it returns.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pld._async import gather_all
-from pld.errors import ConfigError
+from pld._async import gather_all, run_sync
+from pld.cache import Cache
+from pld.errors import ConfigError, RunDirError
 from pld.metrics import summary
-from pld.models.base import GenOptions, Message
-from pld.models.client import ChatClient
-from pld.phases.classify import Prediction, Shot, classify, classify_options, parse_label
-from pld.rules import render_system_prompt
-from pld.tasks.base import Example, Task, render_template
+from pld.models.base import ChatModel, GenOptions, Message
+from pld.models.client import Accountant, ChatClient, Limits
+from pld.models.registry import resolve_chat
+from pld.phases.classify import classify, classify_options, parse_label
+from pld.predictions import Item, Prediction, example_items
+from pld.progress import NoProgress, Progress
+from pld.prompts import Prompt, student_prompt
+from pld.rulebook import Rulebook
+from pld.rundir import RunDir
+from pld.taskref import DEFAULT_SPLIT, TaskRef
+from pld.tasks.base import Example, Task, render_template, stratified_sample
+
+log = logging.getLogger(__name__)
 
 METHODS = ("zero-shot", "few-shot", "cot", "pld")
 COT_SUFFIX = (
@@ -33,34 +49,18 @@ COT_SUFFIX = (
 _ANSWER = re.compile(r"answer\s*[:：]\s*(.+)", re.I)
 
 
-@dataclass(frozen=True)
-class Prompt:
-    system: str
-    user_template: str
-    shots: tuple[Shot, ...] = ()
-
-
 def zero_shot_prompt(task: Task) -> Prompt:
-    return Prompt(
-        render_system_prompt(task.description, task.labels, task.label_descriptions, None),
-        task.input_template,
-    )
+    """The baseline: the task description and labels, no rules."""
+    return student_prompt(task)
 
 
 def few_shot_prompt(task: Task, train: Sequence[Example], k: int, seed: int) -> Prompt:
+    """The baseline plus ``k`` seeded random training examples as demonstrations."""
     rng = random.Random(seed)
     pool = sorted(train, key=lambda e: e.id)
     chosen = rng.sample(pool, min(k, len(pool)))
     base = zero_shot_prompt(task)
     return Prompt(base.system, base.user_template, tuple((task.render(e), e.label) for e in chosen))
-
-
-def pld_prompt(run_dir: str | Path) -> Prompt:
-    d = Path(run_dir)
-    return Prompt(
-        (d / "system_prompt.txt").read_text(encoding="utf-8"),
-        (d / "user_template.txt").read_text(encoding="utf-8"),
-    )
 
 
 def parse_cot(text: str, labels: Sequence[str]) -> str | None:
@@ -70,7 +70,7 @@ def parse_cot(text: str, labels: Sequence[str]) -> str | None:
 
 
 async def classify_cot(
-    items: Sequence[tuple[str, Mapping[str, str], str | None]],
+    items: Sequence[Item],
     prompt: Prompt,
     labels: Sequence[str],
     student: ChatClient,
@@ -85,7 +85,7 @@ async def classify_cot(
     system = prompt.system.rstrip("\n") + COT_SUFFIX + "\n"
     opts = classify_options(labels)
 
-    async def one(item: tuple[str, Mapping[str, str], str | None]) -> Prediction:
+    async def one(item: Item) -> Prediction:
         msgs = [
             Message("system", system),
             Message("user", render_template(prompt.user_template, item[1])),
@@ -131,26 +131,28 @@ async def run_method(
     student: ChatClient,
     *,
     train: Sequence[Example] = (),
-    run_dir: str | Path | None = None,
+    rulebook: Rulebook | None = None,
     k: int = 5,
     seed: int = 0,
     calibrate: bool = True,
     cot_max_tokens: int = 256,
     on_done: Callable[[], None] | None = None,
 ) -> tuple[Prompt, list[Prediction]]:
+    """One method's prompt and its predictions on ``items``."""
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    triples = example_items(items)
     if method == "pld":
-        if run_dir is None:
+        if rulebook is None:
             raise ConfigError("method pld needs --prompt RUN_DIR (a finished pld distill run)")
-        prompt = pld_prompt(run_dir)
-    elif method == "few-shot":
+        preds = await rulebook.apredict(triples, student, calibrate=calibrate, on_done=on_done)
+        return rulebook.prompt, preds
+    if method == "few-shot":
         if not train:
             raise ConfigError("few-shot needs training examples to draw demonstrations from")
         prompt = few_shot_prompt(task, train, k, seed)
     else:
         prompt = zero_shot_prompt(task)
-    triples = [(e.id, e.fields, e.label) for e in items]
     if method == "cot":
         return prompt, await classify_cot(
             triples, prompt, task.labels, student, max_tokens=cot_max_tokens, on_done=on_done
@@ -193,6 +195,7 @@ def method_result(
     labels: Sequence[str],
     cost_usd: float,
 ) -> dict[str, Any]:
+    """One method's figures (``summary`` plus prompt size, shots and cost)."""
     s = summary(preds, labels)
     s.update(
         method=method,
@@ -202,3 +205,178 @@ def method_result(
         cost_per_item_usd=cost_usd / len(preds) if preds else 0.0,
     )
     return s
+
+
+@dataclass
+class Comparison:
+    """Methods scored on the same items. ``methods`` holds each method's figures as
+    results.json stores them; ``predictions`` the per-item predictions behind them;
+    ``calls`` the student calls each method made in this process."""
+
+    task: str
+    student: str
+    item_ids: list[str]
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    predictions: dict[str, list[Prediction]] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.item_ids)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "n": self.n,
+            "student": self.student,
+            "item_ids": self.item_ids,
+            "methods": self.methods,
+            "notes": self.notes,
+        }
+
+    def save(self, out_dir: str | Path) -> Path:
+        """results.json and predictions_METHOD.jsonl in ``out_dir`` (overwritten)."""
+        rd = RunDir(out_dir, force=True)
+        rd.write_json("results.json", self.to_json())
+        for m, p in self.predictions.items():
+            rd.write_jsonl(f"predictions_{m}.jsonl", [x.to_json() for x in p])
+        return rd.file("results.json")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Comparison:
+        """A saved comparison (results.json; the per-item predictions are not read back)."""
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+            return cls(d["task"], d["student"], list(d["item_ids"]), d["methods"], d["notes"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RunDirError(f"{p} is unreadable ({e}); rerun pld compare to rebuild it") from e
+
+
+async def acompare(
+    methods: Sequence[str],
+    task: Task,
+    items: Sequence[Example],
+    student: str | ChatModel,
+    *,
+    train: Sequence[Example] = (),
+    rulebook: Rulebook | None = None,
+    k: int = 5,
+    seed: int = 0,
+    calibrate: bool = True,
+    cache: Cache | None = None,
+    progress: Progress | None = None,
+) -> Comparison:
+    """``compare`` for use inside an event loop."""
+    model = resolve_chat(student) if isinstance(student, str) else student
+    prog = progress or NoProgress()
+    out = Comparison(
+        task.name,
+        student if isinstance(student, str) else model.identity,
+        [e.id for e in items],
+        notes=list(task.notes),
+    )
+    for m in methods:
+        acct = Accountant()
+        # One request at a time: the embedded engine has one slot, and queueing would be
+        # measured as latency.
+        client = ChatClient(
+            model, role="student", accountant=acct, cache=cache, limits=Limits(max_concurrency=1)
+        )
+        prog.start(m, len(items))
+        prompt, preds = await run_method(
+            m,
+            task,
+            items,
+            client,
+            train=train,
+            rulebook=rulebook,
+            k=k,
+            seed=seed,
+            calibrate=calibrate,
+            on_done=functools.partial(prog.advance, m),
+        )
+        prog.end(m)
+        out.methods[m] = method_result(m, prompt, preds, task.labels, acct.total_cost)
+        out.predictions[m] = preds
+        out.calls[m] = acct.total_calls
+    if "pld" in out.predictions:
+        for m, p in out.predictions.items():
+            if m != "pld":
+                out.methods[m]["mcnemar_vs_pld"] = mcnemar(p, out.predictions["pld"])
+    return out
+
+
+def compare(
+    methods: Sequence[str],
+    task: Task,
+    items: Sequence[Example],
+    student: str | ChatModel,
+    **kw: Any,
+) -> Comparison:
+    """Score ``methods`` on ``items`` with ``student`` (see ``acompare`` for the options):
+    the same items, the same client settings, paired McNemar tests against ``pld``."""
+    return run_sync(acompare(methods, task, items, student, **kw))
+
+
+@dataclass(frozen=True)
+class EvalItems:
+    """What an evaluation runs on: the task, its test items and the training pool (few-shot
+    demonstrations are drawn from it), and the seed used."""
+
+    task: Task
+    items: list[Example]
+    train: list[Example]
+    seed: int
+
+
+def evaluation_items(
+    args: Mapping[str, Any],
+    *,
+    split: str | None = None,
+    seed: int | None = None,
+    n_items: int | None = None,
+    rulebook: Rulebook | None = None,
+) -> EvalItems:
+    """The test items for an evaluation. With a rulebook, the task, split and seed default
+    to the run's, and the test split is checked against the ids the run held out (so data
+    that changed since the fit is caught rather than silently scored)."""
+    run = dict(rulebook.run_info) if rulebook is not None else {}
+    cli = run.get("cli", {})
+    ref = TaskRef.from_args(
+        {
+            "task": args.get("task") or cli.get("task"),
+            "text_fields": args.get("text_fields") or cli.get("text_fields"),
+            "label_field": cli.get("label_field") or args.get("label_field"),
+            "description": args.get("description") or cli.get("description"),
+        }
+    )
+    own = split is None and seed is None
+    split = split or cli.get("split") or DEFAULT_SPLIT
+    if seed is None:
+        seed = int(run.get("config", {}).get("seed", 0))
+    task, sp = ref.split(split, seed)
+    if not sp.test:
+        raise ConfigError(f"the split {split} leaves no test items; give a test fraction")
+    _check_held_out(sp.test, run, own)
+    items = stratified_sample(sp.test, n_items, seed) if n_items else list(sp.test)
+    return EvalItems(task, items, list(sp.train), seed)
+
+
+def _check_held_out(test: Sequence[Example], run: Mapping[str, Any], own_split: bool) -> None:
+    held_out = run.get("test_ids")
+    if own_split and held_out is not None and [e.id for e in test] != list(held_out):
+        raise ConfigError(
+            "the task's test split is not the one this run held out (the data changed since "
+            "pld distill?); evaluate the data the run was fitted on, or give --split/--seed "
+            "explicitly to score a different split"
+        )
+    seen = set(run.get("train_ids", ())) | set(run.get("val_ids", ()))
+    leaked = [e.id for e in test if e.id in seen]
+    if leaked:
+        log.warning(
+            "%d test items were used to fit this rulebook (e.g. %s): scores are optimistic",
+            len(leaked),
+            leaked[0],
+        )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pld.phases.classify import Prediction
+from pld.predictions import OVERFLOW, Prediction
 
 INVALID = "<invalid>"
 
@@ -21,6 +21,7 @@ def _pairs(preds: Sequence[Prediction]) -> tuple[list[str], list[str]]:
 
 
 def per_class(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """Precision, recall, F1 and support per label (invalid answers count as misses)."""
     out: dict[str, Any] = {}
     for lab in labels:
         tp = sum(1 for g, p in zip(gold, pred, strict=True) if g == lab and p == lab)
@@ -43,6 +44,7 @@ def macro_f1_from(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str
 
 
 def macro_f1(preds: Sequence[Prediction], labels: Sequence[str]) -> float:
+    """The headline score: macro-F1 over the labels present in gold."""
     gold, pred = _pairs(preds)
     return macro_f1_from(gold, pred, labels)
 
@@ -50,6 +52,7 @@ def macro_f1(preds: Sequence[Prediction], labels: Sequence[str]) -> float:
 def bootstrap_ci(
     preds: Sequence[Prediction], labels: Sequence[str], *, n: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
+    """Seeded percentile-bootstrap 95% interval of macro-F1 (items resampled)."""
     gold, pred = _pairs(preds)
     if not gold:
         return (0.0, 0.0)
@@ -63,6 +66,7 @@ def bootstrap_ci(
 
 
 def confusion(preds: Sequence[Prediction], labels: Sequence[str]) -> dict[str, dict[str, int]]:
+    """gold -> predicted -> count, with an ``<invalid>`` column."""
     gold, pred = _pairs(preds)
     cols = [*labels, INVALID]
     m = {g: dict.fromkeys(cols, 0) for g in labels}
@@ -75,6 +79,7 @@ def confusion(preds: Sequence[Prediction], labels: Sequence[str]) -> dict[str, d
 def summary(
     preds: Sequence[Prediction], labels: Sequence[str], *, ci: bool = True
 ) -> dict[str, Any]:
+    """Every figure pld reports for one set of predictions (JSON-able)."""
     gold, pred = _pairs(preds)
     lat = [p.latency_s for p in preds if not p.cached] or [p.latency_s for p in preds]
     n = len(preds)
@@ -83,7 +88,7 @@ def summary(
         "macro_f1": macro_f1_from(gold, pred, labels),
         "accuracy": (sum(1 for g, p in zip(gold, pred, strict=True) if g == p) / n) if n else 0.0,
         "invalid": sum(1 for p in preds if p.label is None),
-        "context_overflow": sum(1 for p in preds if p.raw.startswith("[context overflow]")),
+        "context_overflow": sum(1 for p in preds if p.raw.startswith(OVERFLOW)),
         "per_class": per_class(gold, pred, labels),
         "confusion": confusion(preds, labels),
         "latency_p50_s": float(np.percentile(lat, 50)) if lat else 0.0,

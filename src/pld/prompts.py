@@ -1,4 +1,5 @@
-"""Every prompt pld sends to the teacher, in one place, so a reviewer can audit them.
+"""Every prompt pld sends, in one place, so a reviewer can audit them: the teacher's three
+prompts (and the re-ask), and the student's system prompt built from a task and a rulebook.
 
 Training data is untrusted: it is always fenced in <input> tags and the teacher is told that
 text inside them is data, never instructions. Teacher replies are only ever parsed against a
@@ -9,7 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from pld.rules import InstructionSet, render_system_prompt
+from pld.tasks.base import Task
 
 TEACHER_SYSTEM = (
     "You are an expert analyst who writes precise decision rules for a text classifier. "
@@ -23,7 +28,44 @@ def fence(text: str) -> str:
     return "<input>\n" + text.replace("</input>", "</ input>") + "\n</input>"
 
 
+Shot = tuple[str, str]
+"""A few-shot demonstration: (rendered input, label)."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the student is sent: a system prompt, the user template its input is rendered
+    through, and optional demonstrations. The same bytes inside and outside pld."""
+
+    system: str
+    user_template: str
+    shots: tuple[Shot, ...] = ()
+
+
+def system_prompt_for(task: Task, rules: InstructionSet | None) -> str:
+    """The student's system prompt for ``task`` (zero-shot when ``rules`` is None)."""
+    return render_system_prompt(task.description, task.labels, task.label_descriptions, rules)
+
+
+def student_prompt(task: Task, rules: InstructionSet | None = None) -> Prompt:
+    """The prompt PLD (with ``rules``) or the zero-shot baseline (without) sends."""
+    return Prompt(system_prompt_for(task, rules), task.input_template)
+
+
+def reask_message(error: str) -> str:
+    """The follow-up after a refused teacher reply: it names what was wrong."""
+    return f"That reply is invalid ({error}). Reply again, JSON only."
+
+
+def rules_listing(rules: InstructionSet) -> str:
+    """The rule list as the resolve prompt shows it: id, labels decided, topic, text."""
+    return "\n".join(
+        f"[{i.id}] ({', '.join(i.labels) or '-'}) {i.topic}: {i.text}" for i in rules.instructions
+    )
+
+
 def label_block(labels: Sequence[str], descriptions: Mapping[str, str]) -> str:
+    """The label list every teacher prompt shows (with descriptions where the task has them)."""
     return "\n".join(
         f"- {lab}: {descriptions[lab]}" if descriptions.get(lab) else f"- {lab}" for lab in labels
     )

@@ -62,7 +62,6 @@ class Edit:
     topic: str | None = None
     text: str | None = None
     labels: tuple[str, ...] = ()
-    reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,7 +71,6 @@ class Edit:
             "topic": self.topic,
             "text": self.text,
             "labels": list(self.labels),
-            "reason": self.reason,
         }
 
 
@@ -114,7 +112,7 @@ class InstructionSet:
 
         for e in edits:
             labs = tuple(dict.fromkeys(lab for lab in e.labels if lab in valid_labels))
-            note = f"{tag}: {e.op}" + (f" ({e.reason})" if e.reason else "")
+            note = f"{tag}: {e.op}"
             if e.op == "add":
                 if not (e.text or "").strip():
                     outcomes.append({"edit": e.to_json(), "applied": False, "why": "no text"})

@@ -32,6 +32,7 @@ FILES = (
 
 
 def atomic_write(path: Path, data: str) -> None:
+    """Write ``data`` so that ``path`` holds either the old or the new content, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -47,8 +48,26 @@ def atomic_write(path: Path, data: str) -> None:
 
 
 class RunDir:
-    def __init__(self, path: str | Path, *, resume: bool = False, force: bool = False) -> None:
+    """Atomic file access to one run directory. Opening it checks the directory is usable for
+    what is asked: a new run (empty, or ``force``), a resumed one (has run.json), or reading
+    only (``read_only``: nothing is written, not even a probe)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        resume: bool = False,
+        force: bool = False,
+        read_only: bool = False,
+    ) -> None:
         self.path = Path(path)
+        if read_only:
+            if not (self.path / "run.json").is_file():
+                raise RunDirError(
+                    f"{self.path} holds no run to resume or read (no run.json); start one with "
+                    "pld distill --out DIR"
+                )
+            return
         if resume and force:
             raise RunDirError("--resume and --force contradict each other; choose one")
         if self.path.exists() and not self.path.is_dir():
@@ -77,6 +96,7 @@ class RunDir:
             stale.unlink(missing_ok=True)
 
     def file(self, name: str) -> Path:
+        """The path of artifact ``name`` (which need not exist)."""
         return self.path / name
 
     def exists(self, name: str) -> bool:
@@ -93,6 +113,15 @@ class RunDir:
             self.file(name),
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
         )
+
+    def read_text(self, name: str) -> str:
+        """An artifact's exact text (no newline translation: prompts are sent byte for byte)."""
+        p = self.file(name)
+        try:
+            with p.open(encoding="utf-8", newline="") as f:
+                return f.read()
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{p} is unreadable ({e}); rerun with --resume to rebuild it") from e
 
     def read_json(self, name: str) -> Any:
         p = self.file(name)

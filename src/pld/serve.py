@@ -56,19 +56,19 @@ def start_server(
     return server, root + "/v1"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m pld.serve", description=__doc__)
-    ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--ctx", type=int, default=8192)
-    ap.add_argument("--slots", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=0)
-    a = ap.parse_args(argv)
+def serve_forever(
+    model: str = "smollm2",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    n_ctx: int = 8192,
+    slots: int = 1,
+    threads: int = 0,
+) -> None:
+    """Start the server, announce ``LISTENING <base_url>`` on stdout, serve until SIGTERM or
+    Ctrl-C."""
     server, url = start_server(
-        a.model, host=a.host, port=a.port, n_ctx=a.ctx, slots=a.slots, threads=a.threads
+        model, host=host, port=port, n_ctx=n_ctx, slots=slots, threads=threads
     )
     sys.stdout.write(f"LISTENING {url}\n")
     sys.stdout.flush()
@@ -80,6 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     del server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pld.serve``: the same server without the pld CLI around it."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pld.serve", description=__doc__)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--ctx", type=int, default=8192)
+    ap.add_argument("--slots", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args(argv)
+    serve_forever(
+        a.model, host=a.host, port=a.port, n_ctx=a.ctx, slots=a.slots, threads=a.threads
+    )
     return 0
 
 

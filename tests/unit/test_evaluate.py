@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pld.evaluate import few_shot_prompt, mcnemar, parse_cot
 from pld.metrics import bootstrap_ci, macro_f1, summary
-from pld.phases.classify import Prediction
+from pld.predictions import Prediction
 from tests.fakes import make_task
 
 

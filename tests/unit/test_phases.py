@@ -10,7 +10,8 @@ import pytest
 from pld.models.client import ChatClient, EmbedClient
 from pld.models.fake import HashEmbedder, ScriptedChatModel
 from pld.phases.classify import classify, parse_label
-from pld.phases.extract import copied_span, extract
+from pld.phases.extract import extract
+from pld.rulecheck import copied_span
 from pld.phases.resolve import ResolveSettings, resolve
 from pld.phases.synthesize import cluster_rules, synthesize
 from pld.rules import Instruction, InstructionSet

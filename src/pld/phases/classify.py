@@ -19,47 +19,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 from pld._async import gather_all
 from pld.errors import ContextOverflow
 from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient
+from pld.predictions import OVERFLOW, Item, Prediction
+from pld.prompts import Shot
 from pld.tasks.base import render_template, template_fields
-
-
-@dataclass(frozen=True)
-class Prediction:
-    id: str
-    label: str | None  # None = invalid output
-    raw: str
-    confidence: float | None
-    latency_s: float
-    prompt_tokens: int
-    completion_tokens: int
-    cached_prompt_tokens: int
-    cached: bool
-    gold: str | None = None
-    scores: dict[str, float] | None = None  # label -> probability (calibrated when enabled)
-
-    @property
-    def valid(self) -> bool:
-        return self.label is not None
-
-    @property
-    def correct(self) -> bool:
-        return self.label is not None and self.label == self.gold
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["valid"] = self.valid
-        return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Prediction:
-        keys = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in keys})
 
 
 _STRIP = re.compile(r"^[\s\"'`*_\[(]+|[\s\"'`*_.!\])]+$")
@@ -76,12 +43,12 @@ def parse_label(text: str, labels: Sequence[str]) -> str | None:
 
 
 def classify_options(labels: Sequence[str]) -> GenOptions:
+    """A closed choice over the labels, with room for the longest one (one token locally)."""
     longest = max(len(lab) for lab in labels)
     return GenOptions(max_tokens=max(4, longest // 2 + 4), temperature=0.0, choices=tuple(labels))
 
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
-OVERFLOW = "[context overflow]"
 
 
 def _probs(
@@ -90,9 +57,6 @@ def _probs(
     if not choice_logprobs or any(lab not in choice_logprobs for lab in labels):
         return None
     return [math.exp(choice_logprobs[lab]) for lab in labels]
-
-
-Shot = tuple[str, str]  # (rendered input, label): a few-shot demonstration
 
 
 def _messages(system_prompt: str, shots: Sequence[Shot], user: str) -> list[Message]:
@@ -138,6 +102,7 @@ async def classify_one(
     prior: Mapping[str, float] | None = None,
     shots: Sequence[Shot] = (),
 ) -> Prediction:
+    """One item's answer; a prompt over the context window is an invalid outcome."""
     messages = _messages(system_prompt, shots, render_template(user_template, fields))
     try:
         comp = await student.complete(messages, classify_options(labels))
@@ -183,7 +148,7 @@ async def classify_one(
 
 
 async def classify(
-    items: Sequence[tuple[str, Mapping[str, str], str | None]],
+    items: Sequence[Item],
     *,
     system_prompt: str,
     user_template: str,
@@ -192,10 +157,11 @@ async def classify(
     calibrate: bool = True,
     shots: Sequence[Shot] = (),
     on_done: Callable[[], None] | None = None,
+    prior: Mapping[str, float] | None = None,
 ) -> list[Prediction]:
-    """Classify (id, fields, gold-or-None) items; order of the result follows the input."""
-    prior = None
-    if calibrate:
+    """Classify (id, fields, gold-or-None) items; order of the result follows the input.
+    With ``calibrate`` and no ``prior`` given, the prior is measured first (three calls)."""
+    if calibrate and prior is None:
         prior = await label_prior(
             system_prompt=system_prompt,
             user_template=user_template,
@@ -204,7 +170,10 @@ async def classify(
             shots=shots,
         )
 
-    async def one(item: tuple[str, Mapping[str, str], str | None]) -> Prediction:
+    if not calibrate:
+        prior = None
+
+    async def one(item: Item) -> Prediction:
         p = await classify_one(
             item[0],
             item[1],

@@ -7,24 +7,22 @@ A reply that does not parse, violates the schema, or copies the example verbatim
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pld._async import gather_all
-from pld.errors import ContextOverflow
-from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient
-from pld.prompts import EXTRACT_SCHEMA, TEACHER_SYSTEM, extract_prompt, parse_json_object
+from pld.phases._teacher import ask_json
+from pld.prompts import EXTRACT_SCHEMA, extract_prompt
+from pld.rulecheck import condition_words, copied_span
 from pld.tasks.base import Example, Task
-
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-COPY_NGRAM = 6
 
 
 @dataclass(frozen=True)
 class RawRule:
+    """One teacher rule for one training example (the unit synthesis clusters)."""
+
     example_id: str
     label: str
     reasoning: str
@@ -37,6 +35,8 @@ class RawRule:
 
 @dataclass(frozen=True)
 class ExtractionFailure:
+    """An example that gave no valid rule after every re-ask: recorded, never dropped."""
+
     example_id: str
     label: str
     reason: str
@@ -45,29 +45,6 @@ class ExtractionFailure:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def copied_span(rule: str, source: str, n: int = COPY_NGRAM) -> str | None:
-    """The first run of ``n`` words the rule shares verbatim with the source, if any."""
-    rw = _WORD.findall(rule.lower())
-    sw = _WORD.findall(source.lower())
-    grams = {tuple(sw[i : i + n]) for i in range(len(sw) - n + 1)}
-    for i in range(len(rw) - n + 1):
-        if tuple(rw[i : i + n]) in grams:
-            return " ".join(rw[i : i + n])
-    return None
-
-
-_FILLER = frozenset(
-    "a an the is are be it this that then if of to for in on and or label labels correct "
-    "input inputs classifier classified class answer rule should must".split()
-)
-
-
-def condition_words(rule: str, labels: Sequence[str] = ()) -> list[str]:
-    """Words of the rule that can carry a condition (not filler, not a label name)."""
-    drop = _FILLER | {w for lab in labels for w in _WORD.findall(lab.lower())}
-    return [w for w in _WORD.findall(rule.lower()) if w not in drop]
 
 
 def validate_rule(obj: dict[str, Any], source: str, labels: Sequence[str] = ()) -> tuple[str, str]:
@@ -89,36 +66,23 @@ def validate_rule(obj: dict[str, Any], source: str, labels: Sequence[str] = ()) 
 async def extract_one(
     task: Task, ex: Example, teacher: ChatClient, *, max_attempts: int, max_tokens: int
 ) -> RawRule | ExtractionFailure:
+    """One example's rule, or the failure record that says why there is none."""
     source = task.render(ex)
     prompt = extract_prompt(
         task.description, task.labels, task.label_descriptions, source, ex.label
     )
-    messages = [Message("system", TEACHER_SYSTEM), Message("user", prompt)]
-    last_text, reason = "", ""
-    for attempt in range(max_attempts):
-        opts = GenOptions(
-            max_tokens=max_tokens,
-            temperature=0.0 if attempt == 0 else 0.7,
-            seed=attempt,
-            json_schema=EXTRACT_SCHEMA,
-        )
-        try:
-            comp = await teacher.complete(messages, opts, sample=attempt)
-        except ContextOverflow as e:
-            return ExtractionFailure(ex.id, ex.label, f"context overflow: {e}", attempt + 1, "")
-        last_text = comp.text
-        try:
-            reasoning, rule = validate_rule(parse_json_object(comp.text), source, task.labels)
-            return RawRule(ex.id, ex.label, reasoning, rule, attempt + 1)
-        except ValueError as e:  # JSONDecodeError is a ValueError
-            reason = f"{type(e).__name__}: {e}"
-            messages = [
-                Message("system", TEACHER_SYSTEM),
-                Message("user", prompt),
-                Message("assistant", comp.text[:2000]),
-                Message("user", f"That reply is invalid ({reason}). Reply again, JSON only."),
-            ]
-    return ExtractionFailure(ex.id, ex.label, reason, max_attempts, last_text[:2000])
+    ans = await ask_json(
+        teacher,
+        prompt,
+        lambda obj: validate_rule(obj, source, task.labels),
+        schema=EXTRACT_SCHEMA,
+        max_tokens=max_tokens,
+        max_attempts=max_attempts,
+    )
+    if ans.value is None:
+        return ExtractionFailure(ex.id, ex.label, ans.error, ans.attempts, ans.last_text)
+    reasoning, rule = ans.value
+    return RawRule(ex.id, ex.label, reasoning, rule, ans.attempts)
 
 
 async def extract(

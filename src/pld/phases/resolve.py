@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pld.metrics import macro_f1
-from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient
-from pld.phases.classify import Prediction, classify
-from pld.phases.extract import condition_words, copied_span
-from pld.prompts import TEACHER_SYSTEM, parse_json_object, resolve_prompt, resolve_schema
-from pld.rules import Edit, InstructionSet, render_system_prompt
+from pld.phases._teacher import ask_json
+from pld.phases.classify import classify
+from pld.predictions import Prediction, example_items
+from pld.prompts import resolve_prompt, resolve_schema, rules_listing, system_prompt_for
+from pld.rulecheck import condition_words, copied_span
+from pld.rules import Edit, InstructionSet
 from pld.tasks.base import Example, Task
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ResolveSettings:
+    """The loop's bounds and sample sizes (from ``DistillConfig``)."""
+
     max_rounds: int = 3
     patience: int = 1
     train_sample: int = 48
@@ -41,10 +44,6 @@ class ResolveSettings:
     calibrate: bool = True
 
 
-def system_prompt_for(task: Task, rules: InstructionSet | None) -> str:
-    return render_system_prompt(task.description, task.labels, task.label_descriptions, rules)
-
-
 async def score(
     task: Task,
     rules: InstructionSet | None,
@@ -54,8 +53,9 @@ async def score(
     *,
     calibrate: bool = True,
 ) -> tuple[float, list[Prediction]]:
+    """Macro-F1 of ``rules`` on ``items`` and the predictions behind it."""
     preds = await classify(
-        [(e.id, e.fields, e.label) for e in items],
+        example_items(items),
         system_prompt=system_prompt_for(task, rules),
         user_template=task.input_template,
         labels=task.labels,
@@ -66,13 +66,8 @@ async def score(
     return macro_f1(preds, task.labels), preds
 
 
-def _listing(rules: InstructionSet) -> str:
-    return "\n".join(
-        f"[{i.id}] ({', '.join(i.labels) or '-'}) {i.topic}: {i.text}" for i in rules.instructions
-    )
-
-
 def parse_edits(obj: dict[str, Any]) -> tuple[str, list[Edit]]:
+    """The teacher's reply as (diagnosis, edits); raises ValueError on a malformed edit."""
     edits_raw = obj.get("edits")
     if not isinstance(edits_raw, list):
         raise ValueError('"edits" must be a list')
@@ -123,33 +118,28 @@ async def propose_edits(
     settings: ResolveSettings,
     round_no: int,
 ) -> tuple[str, list[Edit], str | None]:
+    """The teacher's diagnosis and edits for one round, or the reason there are none."""
     prompt = resolve_prompt(
         task.description,
         task.labels,
         task.label_descriptions,
-        _listing(rules),
+        rules_listing(rules),
         [(task.render(by_id[p.id]), p.gold or "", p.label or "(invalid answer)") for p in failures],
         [(task.render(by_id[p.id]), p.gold or "") for p in successes],
     )
-    messages = [Message("system", TEACHER_SYSTEM), Message("user", prompt)]
-    reason = ""
-    for attempt in range(settings.max_attempts):
-        comp = await teacher.complete(
-            messages,
-            GenOptions(
-                max_tokens=settings.max_tokens,
-                temperature=0.0 if attempt == 0 else 0.7,
-                seed=round_no * 100 + attempt,
-                json_schema=resolve_schema(task.labels),
-            ),
-            sample=attempt,
-        )
-        try:
-            diagnosis, edits = parse_edits(parse_json_object(comp.text))
-            return diagnosis, edits, None
-        except (ValueError, TypeError) as e:
-            reason = f"{type(e).__name__}: {e}"
-    return "", [], reason
+    ans = await ask_json(
+        teacher,
+        prompt,
+        parse_edits,
+        schema=resolve_schema(task.labels),
+        max_tokens=settings.max_tokens,
+        max_attempts=settings.max_attempts,
+        seed=round_no * 100,
+    )
+    if ans.value is None:
+        return "", [], ans.error
+    diagnosis, edits = ans.value
+    return diagnosis, edits, None
 
 
 async def resolve(

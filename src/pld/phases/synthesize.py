@@ -22,10 +22,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pld._async import gather_all
-from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient, EmbedClient
-from pld.phases.extract import RawRule, condition_words
-from pld.prompts import TEACHER_SYSTEM, consolidate_prompt, consolidate_schema, parse_json_object
+from pld.phases._teacher import ask_json
+from pld.phases.extract import RawRule
+from pld.prompts import consolidate_prompt, consolidate_schema
+from pld.rulecheck import condition_words
 from pld.rules import Instruction, InstructionSet
 from pld.tasks.base import Task
 
@@ -238,41 +239,36 @@ async def _consolidate(
     prompt = consolidate_prompt(
         task.description, task.labels, task.label_descriptions, [(r.label, r.rule) for r in shown]
     )
-    schema = consolidate_schema(task.labels)
-    messages = [Message("system", TEACHER_SYSTEM), Message("user", prompt)]
     counts = Counter(r.label for r in members)
     majority = tuple(lab for lab, c in counts.most_common() if c >= 0.25 * len(members))
-    reason = ""
-    for attempt in range(max_attempts):
-        comp = await teacher.complete(
-            messages,
-            GenOptions(
-                max_tokens=max_tokens,
-                temperature=0.0 if attempt == 0 else 0.7,
-                seed=attempt,
-                json_schema=schema,
-            ),
-            sample=attempt,
-        )
-        try:
-            obj = parse_json_object(comp.text)
-            topic = str(obj.get("topic", "")).strip()
-            text = " ".join(str(obj.get("instruction", "")).split())
-            if len(text.split()) < 4 or not topic:
-                raise ValueError("topic and an instruction of >= 4 words are required")
-            task_words = set(condition_words(task.description, task.labels)) | _TASK_TALK
-            cues = [w for w in condition_words(text, task.labels) if w not in task_words]
-            if len(cues) < 3:
-                raise ValueError("the instruction restates the task; name the cues to look for")
-            labels = tuple(dict.fromkeys(x for x in obj.get("labels", []) if x in task.labels))
-            if len(counts) == 1:  # a label-pure cluster decides its own label, whatever is claimed
-                labels = tuple(counts)
-            return topic, text, labels or majority, None
-        except (ValueError, TypeError, AttributeError) as e:
-            reason = f"{type(e).__name__}: {e}"
+    task_words = set(condition_words(task.description, task.labels)) | _TASK_TALK
+
+    def validate(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+        topic = str(obj.get("topic", "")).strip()
+        text = " ".join(str(obj.get("instruction", "")).split())
+        if len(text.split()) < 4 or not topic:
+            raise ValueError("topic and an instruction of >= 4 words are required")
+        cues = [w for w in condition_words(text, task.labels) if w not in task_words]
+        if len(cues) < 3:
+            raise ValueError("the instruction restates the task; name the cues to look for")
+        labels = tuple(dict.fromkeys(x for x in obj.get("labels", []) if x in task.labels))
+        if len(counts) == 1:  # a label-pure cluster decides its own label, whatever is claimed
+            labels = tuple(counts)
+        return topic, text, labels or majority
+
+    ans = await ask_json(
+        teacher,
+        prompt,
+        validate,
+        schema=consolidate_schema(task.labels),
+        max_tokens=max_tokens,
+        max_attempts=max_attempts,
+    )
+    if ans.value is not None:
+        return (*ans.value, None)
     # Fall back to the cluster's most typical rule (recorded), rather than losing the cluster.
     medoid = max(members, key=lambda r: counts[r.label])
-    return f"{medoid.label} rule", medoid.rule, majority, reason
+    return f"{medoid.label} rule", medoid.rule, majority, ans.error
 
 
 async def synthesize(

@@ -1,24 +1,19 @@
 """Build ``RUN_DIR/report/index.html`` (self-contained) and ``report.md`` from a run's
 artifacts: nothing is recomputed here that the JSON does not hold, so every figure on the page
-traces back to a file in the run directory."""
+traces back to a file in the run directory. The run is read through ``Rulebook.load`` and the
+method comparison (when ``pld compare`` saved one) through ``Comparison.load``."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pld.errors import RunDirError
-from pld.rundir import RunDir
-
-
-def _read_jsonl(p: Path) -> list[dict[str, Any]]:
-    if not p.exists():
-        return []
-    return [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+from pld.evaluate import Comparison
+from pld.rulebook import Rulebook
 
 
 def _png(fig: Any) -> bytes:
@@ -31,7 +26,7 @@ def _png(fig: Any) -> bytes:
 
 
 def _plots(
-    run: dict[str, Any], rounds: list[dict[str, Any]], results: dict[str, Any] | None
+    run: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]], results: dict[str, Any] | None
 ) -> dict[str, tuple[str, bytes]]:
     import matplotlib
 
@@ -113,6 +108,10 @@ def _plots(
         ax.set_xlabel("resolve round")
         ax.set_ylabel("validation macro-F1")
         ax.set_ylim(0, 1)
+        # whole rounds only, and a readable axis even when only round 0 exists
+        last = max(int(x["round"]) for x in scored)
+        ax.set_xlim(-0.5, max(last, 1) + 0.5)
+        ax.set_xticks(range(max(last, 1) + 1))
         ax.legend()
         ax.set_title("conflict resolution")
         out["f1_by_round"] = ("validation macro-F1 per resolve round", _png(fig))
@@ -144,19 +143,28 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
 
 
+def _no_evaluation(rb: Rulebook, run_dir: Path) -> str:
+    """The note shown instead of the method comparison, with the command that adds it."""
+    student = (rb.run_info.get("cli") or {}).get("student") or "STUDENT_SPEC"
+    return (
+        "No evaluation yet: this run has not been scored on its test split. Add the method "
+        f"comparison with <code>pld compare --prompt {html.escape(str(run_dir))} --student "
+        f"{html.escape(student)}</code>, then run <code>pld report</code> again."
+    )
+
+
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    rd = RunDir(run_dir, resume=True)
-    run = rd.read_json("run.json")
-    if not rd.exists("instructions.json"):
-        raise RunDirError(f"{rd.path} has no instructions.json: the run has not finished")
-    ins = rd.read_json("instructions.json")["instructions"]
-    rounds = _read_jsonl(rd.file("rounds.jsonl"))
-    examples = {e["id"]: e for e in _read_jsonl(rd.file("examples_train.jsonl"))}
-    results = None
-    if (rd.path / "eval" / "results.json").exists():
-        results = json.loads((rd.path / "eval" / "results.json").read_text(encoding="utf-8"))
+    """Write index.html, report.md and the PNG plots; return the HTML page's path."""
+    rb = Rulebook.load(run_dir)
+    root = Path(run_dir)
+    run = rb.run_info
+    ins = rb.instructions.to_json()["instructions"]
+    rounds = rb.rounds
+    examples = {k: {"id": k, **v} for k, v in rb.sources.items()}
+    saved = root / "eval" / "results.json"
+    results = Comparison.load(saved).to_json() if saved.exists() else None
     plots = _plots(run, rounds, results)
-    out = Path(out_dir) if out_dir else rd.path / "report"
+    out = Path(out_dir) if out_dir else root / "report"
     out.mkdir(parents=True, exist_ok=True)
     for name, (_, png) in plots.items():
         (out / f"{name}.png").write_bytes(png)
@@ -196,6 +204,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 f"<td>{'-' if not mc else format(mc['p_value'], '.3g')}</td></tr>"
             )
         parts.append("</table>")
+    else:
+        parts.append(f"<h2>Methods</h2><p id='no-evaluation'>{_no_evaluation(rb, root)}</p>")
     parts.append("<h2>Plots</h2>")
     for name, (caption, png) in plots.items():
         b64 = base64.b64encode(png).decode()
@@ -256,6 +266,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 f"{r['macro_f1_ci95'][1]:.3f}] | {r['accuracy']:.3f} | {r['invalid']} |"
             )
         md.append("")
+    else:
+        note = _no_evaluation(rb, root).replace("<code>", "`").replace("</code>", "`")
+        md += [html.unescape(note), ""]
     md += [f"Rulebook: {len(ins)} rules (see `../prompt.md`).", ""]
     md += [f"![{cap}]({name}.png)" for name, (cap, _) in plots.items()]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")

@@ -1,0 +1,5 @@
+"""``python -m pld``."""
+
+from pld.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m pld.cli``."""
+
+from pld.cli import main
+
+main()

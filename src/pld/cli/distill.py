@@ -1,0 +1,140 @@
+"""``pld distill``: fit a rulebook into a run directory (or continue one)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pld.cli._common import RichProgress, err, open_cache, out, summary_table, usage_rows
+from pld.config import DistillConfig
+from pld.distiller import Distiller, plan_distill
+from pld.errors import ConfigError
+from pld.taskref import DEFAULT_SPLIT
+
+
+@click.command()
+@click.option(
+    "--task",
+    "task_ref",
+    help="demo, a task .toml/.yaml, a .jsonl/.csv file, or "
+    "stereoset@PATH?..., contract-nli@PATH?..., logiqa@PATH.",
+)
+@click.option(
+    "--text-field",
+    "text_fields",
+    multiple=True,
+    help="Input field(s) of a .jsonl/.csv task (repeatable) [default: text].",
+)
+@click.option("--label-field", default=None, help="Label field of a .jsonl/.csv task.")
+@click.option("--description", default=None, help="Task description for a data file.")
+@click.option("--teacher", help="Teacher model spec.")
+@click.option("--student", help="Student model spec.")
+@click.option("--embedder", default=None, help="Embedder spec [default: local:smollm2].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="New run directory.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False),
+    help="Continue the interrupted run in this directory (no finished call repeats).",
+)
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --out directory.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="TOML file with DistillConfig settings.",
+)
+@click.option(
+    "--split",
+    "split_s",
+    default=DEFAULT_SPLIT,
+    show_default=True,
+    help="train,val,test fractions (seeded, stratified).",
+)
+@click.option("--seed", type=int, default=None)
+@click.option("--max-train", type=int, default=None, help="Use at most N training examples.")
+@click.option("--max-rounds", type=int, default=None, help="Resolve rounds (0 skips phase 3).")
+@click.option("--max-calls", type=int, default=None, help="Hard cap on model calls.")
+@click.option("--max-cost", type=float, default=None, help="Hard cap on cost in USD.")
+@click.option("--eps", type=float, default=None, help="DBSCAN eps (cosine distance).")
+@click.option("--min-samples", type=int, default=None, help="DBSCAN min_samples.")
+@click.option("--cache", "cache_path", default=None, help="Cache database path.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
+def distill(
+    task_ref: str | None,
+    text_fields: tuple[str, ...],
+    label_field: str | None,
+    description: str | None,
+    teacher: str | None,
+    student: str | None,
+    embedder: str | None,
+    out_dir: str | None,
+    resume_dir: str | None,
+    force: bool,
+    config_path: str | None,
+    split_s: str,
+    cache_path: str | None,
+    no_cache: bool,
+    **overrides: Any,
+) -> None:
+    """Distill TASK's training split into a rulebook for the student."""
+    if out_dir and resume_dir:
+        raise ConfigError("give either --out (new run) or --resume (existing run), not both")
+    if resume_dir and force:
+        raise ConfigError("--resume and --force contradict each other; choose one")
+    run_dir = resume_dir or out_dir
+    if not run_dir:
+        raise ConfigError("say where the run goes: --out DIR (or --resume DIR)")
+    args: dict[str, Any] = {
+        "task": task_ref,
+        "teacher": teacher,
+        "student": student,
+        "embedder": embedder,
+        "split": split_s,
+        "text_fields": list(text_fields) or None,
+        "label_field": label_field,
+        "description": description,
+    }
+    overrides["max_cost_usd"] = overrides.pop("max_cost")
+    cfg = DistillConfig.from_toml(config_path) if config_path else DistillConfig()
+    plan = plan_distill(args, cfg, overrides, resume_dir=resume_dir)
+    t0 = time.perf_counter()
+    with RichProgress(err) as prog:
+        d = Distiller(
+            teacher=str(plan.args["teacher"]),
+            student=str(plan.args["student"]),
+            embedder=str(plan.args["embedder"] or "local:smollm2"),
+            config=plan.config,
+            cache=open_cache(cache_path, no_cache),
+            use_cache=not no_cache,
+            progress=prog,
+        )
+        d.fit(
+            plan.task.with_examples(plan.split.train),
+            plan.task.with_examples(plan.split.val),
+            run_dir=run_dir,
+            resume=bool(resume_dir),
+            force=force,
+            meta=plan.meta,
+        )
+    r0 = d.rounds_[0]["val_macro_f1"] if d.rounds_ else float("nan")
+    best = max((r.get("val_macro_f1", 0.0) for r in d.rounds_ if r.get("accepted")), default=r0)
+    rows = [
+        ("run directory", str(Path(run_dir).resolve())),
+        ("rulebook", str((Path(run_dir) / "prompt.md").resolve())),
+        (
+            "rules",
+            f"{len(d.rules_)} extracted, {len(d.extraction_failures_)} failed; "
+            f"{len(d.instructions_v0_)} synthesized, {len(d.instructions_)} final",
+        ),
+        ("val macro-F1", f"{r0:.3f} after synthesis -> {best:.3f} after resolve"),
+        *usage_rows(d.usage_["by_role"]),
+        ("wall time", f"{time.perf_counter() - t0:.1f} s"),
+    ]
+    out.print(summary_table("pld distill", rows))
+
+
+COMMANDS = [distill]

@@ -1,0 +1,64 @@
+"""``pld predict``: classify a file of inputs with a saved rulebook."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pld.cli._common import open_cache, out
+from pld.metrics import summary
+from pld.rulebook import Rulebook
+from pld.rundir import atomic_write
+from pld.tasks.base import Example, template_fields
+from pld.tasks.files import load_records
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("inputs", type=click.Path(dir_okay=False, exists=True))
+@click.option("--student", required=True, help="Student model spec.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Predictions JSONL [default: stdout].",
+)
+@click.option("--cache", "cache_path", default=None)
+@click.option("--no-cache", is_flag=True)
+def predict(
+    run_dir: str,
+    inputs: str,
+    student: str,
+    out_path: str | None,
+    cache_path: str | None,
+    no_cache: bool,
+) -> None:
+    """Classify INPUTS (JSONL with the task's fields) with the rulebook in RUN_DIR, sending
+    exactly the saved system_prompt.txt and user_template.txt."""
+    rb = Rulebook.load(run_dir)
+    recs = load_records(
+        inputs, text_fields=template_fields(rb.user_template), labels=rb.labels, require_label=False
+    )
+    preds = rb.predict(
+        [Example(r.id, r.fields, r.label) for r in recs],
+        student,
+        cache=open_cache(cache_path, no_cache),
+    )
+    lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in preds)
+    if not out_path:
+        sys.stdout.write(lines)
+        return
+    atomic_write(Path(out_path), lines)
+    scored = [p for p in preds if p.gold]
+    msg = f"wrote {len(preds)} predictions to {out_path}"
+    if scored:
+        s = summary(scored, rb.labels, ci=False)
+        msg += f"; macro-F1 {s['macro_f1']:.3f} on {len(scored)} labeled, {s['invalid']} invalid"
+    out.print(msg)
+
+
+COMMANDS = [predict]

@@ -1,0 +1,73 @@
+"""What a classification produces, shared by every layer that makes or scores one.
+
+It sits at the bottom (it imports only ``tasks``) so that ``metrics``, the phases, the rulebook
+and the evaluation all speak the same type without importing from each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pld.tasks.base import Example
+
+Item = tuple[str, Mapping[str, str], str | None]
+"""One input to classify: (id, fields, gold label or None)."""
+
+OVERFLOW = "[context overflow]"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One student answer with what it cost: kept per item so every figure can be recomputed
+    (and an invalid answer is a scored miss, not a dropped row)."""
+
+    id: str
+    label: str | None  # None = invalid output
+    raw: str
+    confidence: float | None
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    cached: bool
+    gold: str | None = None
+    scores: dict[str, float] | None = None  # label -> probability (calibrated when enabled)
+
+    @property
+    def valid(self) -> bool:
+        return self.label is not None
+
+    @property
+    def correct(self) -> bool:
+        return self.label is not None and self.label == self.gold
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["valid"] = self.valid
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Prediction:
+        keys = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in keys})
+
+
+def as_items(inputs: Sequence[Example | Mapping[str, str] | str]) -> list[Item]:
+    """Normalise what a user may pass to ``predict``: examples keep their id and gold label, a
+    mapping is the input's fields (its ``id`` used when present), a bare string is ``text``."""
+    items: list[Item] = []
+    for k, x in enumerate(inputs):
+        if isinstance(x, Example):
+            items.append((x.id, x.fields, x.label or None))
+        elif isinstance(x, str):
+            items.append((str(k), {"text": x}, None))
+        else:
+            items.append((str(x.get("id", k)), x, None))
+    return items
+
+
+def example_items(examples: Sequence[Example]) -> list[Item]:
+    """Labeled examples as items (gold kept, so the predictions can be scored)."""
+    return [(e.id, e.fields, e.label) for e in examples]

@@ -1,0 +1,250 @@
+"""``Rulebook``: the fitted artifact, apart from the fitting (setfit's model/trainer split).
+
+A rulebook is what a distillation leaves behind and everything that uses one needs: the task
+spec, the instructions with their provenance and history, the exact system prompt and user
+template the student is sent, the decision settings (calibration and its saved prior) and the
+identities of the models that made it. ``Rulebook.load`` is the only reader of a run
+directory's artifacts — ``pld predict``, ``pld eval --method pld``, ``pld report`` and
+``Distiller.load`` all go through it — so a saved rulebook behaves the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pld import __version__
+from pld._async import run_sync
+from pld.cache import Cache
+from pld.errors import DataError, RunDirError
+from pld.models.base import ChatModel
+from pld.models.client import ChatClient, Limits
+from pld.models.registry import resolve_chat
+from pld.phases.classify import CONTENT_FREE, classify, label_prior
+from pld.predictions import Item, Prediction, as_items
+from pld.prompts import Prompt, system_prompt_for
+from pld.rules import InstructionSet, render_markdown
+from pld.rundir import RunDir
+from pld.tasks.base import Example, Task
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_METHOD = "contextual calibration (Zhao et al. 2021)"
+PRIOR_TOLERANCE = 1e-9
+
+
+def task_to_json(t: Task) -> dict[str, Any]:
+    """The task spec as run.json stores it (no examples: those stay in the user's data)."""
+    return {
+        "name": t.name,
+        "description": t.description,
+        "labels": list(t.labels),
+        "label_descriptions": dict(t.label_descriptions),
+        "input_template": t.input_template,
+    }
+
+
+def task_from_json(d: Mapping[str, Any]) -> Task:
+    """The task spec back from run.json."""
+    try:
+        return Task(
+            name=str(d["name"]),
+            description=str(d["description"]),
+            labels=tuple(str(x) for x in d["labels"]),
+            input_template=str(d["input_template"]),
+            label_descriptions=dict(d.get("label_descriptions") or {}),
+        )
+    except (KeyError, TypeError) as e:
+        raise DataError(f"run.json has an incomplete task record ({e}); rerun pld distill") from e
+
+
+def calibration_record(prior: Mapping[str, float] | None) -> dict[str, Any]:
+    """calibration.json: the method, its content-free inputs and the prior they gave."""
+    return {
+        "method": CALIBRATION_METHOD,
+        "content_free_inputs": list(CONTENT_FREE),
+        "prior": dict(prior) if prior is not None else None,
+    }
+
+
+def prior_drift(saved: Mapping[str, float] | None, now: Mapping[str, float] | None) -> str | None:
+    """How a recomputed calibration prior differs from the saved one (None when it does not)."""
+    if saved is None and now is None:
+        return None
+    if saved is None or now is None or set(saved) != set(now):
+        return f"saved prior {dict(saved or {})} vs recomputed {dict(now or {})}"
+    worst = max(abs(saved[k] - now[k]) for k in saved)
+    if worst <= PRIOR_TOLERANCE or math.isnan(worst):
+        return None
+    return f"saved prior {dict(saved)} vs recomputed {dict(now)} (max difference {worst:.3g})"
+
+
+@dataclass(frozen=True)
+class Rulebook:
+    """The fitted artifact. ``system_prompt`` and ``user_template`` are the exact bytes sent;
+    ``calibration`` is calibration.json as saved at fit time (its prior is checked, on predict,
+    against the one the student gives now); ``run_info`` is the run's ledger as written (config, split ids,
+    usage, the CLI arguments), ``origin`` the directory it was loaded from or fitted into."""
+
+    task: Task
+    instructions: InstructionSet
+    system_prompt: str
+    user_template: str
+    calibrate: bool = True
+    calibration: Mapping[str, Any] | None = None
+    models: Mapping[str, str] = field(default_factory=dict)
+    rounds: tuple[Mapping[str, Any], ...] = ()
+    sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    run_info: Mapping[str, Any] = field(default_factory=dict)
+    origin: Path | None = None
+
+    @classmethod
+    def build(
+        cls, task: Task, instructions: InstructionSet, train: Sequence[Example] = (), **kw: Any
+    ) -> Rulebook:
+        """A rulebook for ``task`` with ``instructions``: the system prompt is rendered here,
+        once, and from then on only ever read back."""
+        sources = {e.id: {"input": task.render(e), "label": e.label} for e in train}
+        return cls(
+            task.with_examples(()),
+            instructions,
+            system_prompt_for(task, instructions),
+            task.input_template,
+            sources=sources,
+            **kw,
+        )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.task.labels
+
+    @property
+    def prior(self) -> Mapping[str, float] | None:
+        """The saved calibration prior (None when none was saved or the backend gave none)."""
+        return (self.calibration or {}).get("prior")
+
+    @property
+    def prompt(self) -> Prompt:
+        """What the student is sent, as the evaluation compares it with the baselines."""
+        return Prompt(self.system_prompt, self.user_template)
+
+    # -- persistence -------------------------------------------------------------------------
+    def write_artifacts(self, rd: RunDir) -> None:
+        """Write the artifact files (not run.json, which the run's ledger owns)."""
+        srcs = {k: v["input"] for k, v in self.sources.items()}
+        if self.sources:
+            rd.write_jsonl(
+                "examples_train.jsonl",
+                [{"id": k, "input": v["input"], "label": v["label"]} for k, v in self.sources.items()],
+            )
+        rd.write_text("system_prompt.txt", self.system_prompt)
+        rd.write_text("user_template.txt", self.user_template)
+        rd.write_text(
+            "prompt.md", render_markdown(self.instructions, task_name=self.task.name, sources=srcs)
+        )
+        if self.calibration is not None:
+            rd.write_json("calibration.json", dict(self.calibration))
+
+    def save(self, path: str | Path) -> Path:
+        """Save to ``path`` so that ``Rulebook.load(path)`` gives the same rulebook back. A
+        directory other than the rulebook's own is overwritten (pld's files only)."""
+        same = self.origin is not None and Path(path).resolve() == self.origin.resolve()
+        rd = RunDir(path, resume=True) if same else RunDir(path, force=True)
+        rd.write_text("instructions.json", self.instructions.dumps())
+        self.write_artifacts(rd)
+        if not rd.exists("run.json"):
+            rd.write_json("run.json", {"pld_version": __version__, "task": task_to_json(self.task)})
+        return rd.path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Rulebook:
+        """Read a finished run (or a saved rulebook). Reads only; a missing optional artifact
+        (rounds, calibration, training sources) leaves its field empty."""
+        rd = RunDir(path, read_only=True)
+        run = rd.read_json("run.json")
+        if not rd.exists("instructions.json"):
+            raise RunDirError(
+                f"{rd.path} has no instructions.json: the run has not finished; continue it "
+                f"with pld distill --resume {rd.path}"
+            )
+        cal = rd.read_json("calibration.json") if rd.exists("calibration.json") else None
+        examples = rd.read_jsonl("examples_train.jsonl") if rd.exists("examples_train.jsonl") else []
+        return cls(
+            task=task_from_json(run.get("task") or {}),
+            instructions=InstructionSet.from_json(rd.read_json("instructions.json")),
+            system_prompt=rd.read_text("system_prompt.txt"),
+            user_template=rd.read_text("user_template.txt"),
+            calibrate=bool((run.get("config") or {}).get("calibrate", True)),
+            calibration=cal,
+            models=dict(run.get("models") or {}),
+            rounds=tuple(rd.read_jsonl("rounds.jsonl") if rd.exists("rounds.jsonl") else ()),
+            sources={e["id"]: {"input": e["input"], "label": e["label"]} for e in examples},
+            run_info=run,
+            origin=rd.path,
+        )
+
+    # -- prediction --------------------------------------------------------------------------
+    def check_prior(self, prior: Mapping[str, float] | None, student_identity: str) -> str | None:
+        """Compare a recomputed prior with the saved one; a difference is logged as a warning
+        (the recomputed prior is the student's own, so it is the one used)."""
+        if self.calibration is None:
+            return None
+        if self.models.get("student") not in (None, student_identity):
+            log.info("student %s differs from the run's; its own prior is used", student_identity)
+            return None
+        drift = prior_drift(self.prior, prior)
+        if drift is not None:
+            log.warning("calibration.json does not match the student's prior now: %s", drift)
+        return drift
+
+    async def apredict(
+        self,
+        items: Sequence[Item],
+        student: ChatClient,
+        *,
+        calibrate: bool | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> list[Prediction]:
+        """Classify ``items`` with exactly the saved prompt bytes. ``calibrate`` overrides the
+        rulebook's setting (the evaluation's ``--no-calibrate``)."""
+        cal = self.calibrate if calibrate is None else calibrate
+        prior = None
+        if cal:
+            prior = await label_prior(
+                system_prompt=self.system_prompt,
+                user_template=self.user_template,
+                labels=self.labels,
+                student=student,
+            )
+            self.check_prior(prior, student.identity)
+        return await classify(
+            items,
+            system_prompt=self.system_prompt,
+            user_template=self.user_template,
+            labels=self.labels,
+            student=student,
+            calibrate=False,
+            prior=prior,
+            on_done=on_done,
+        )
+
+    def predict(
+        self,
+        inputs: Sequence[Example | Mapping[str, str] | str],
+        student: ChatClient | ChatModel | str,
+        *,
+        cache: Cache | None = None,
+    ) -> list[Prediction]:
+        """Classify ``inputs`` (examples, field mappings or bare texts) with ``student`` (a
+        client, a model, or a model spec such as ``local:smollm2``)."""
+        if not isinstance(student, ChatClient):
+            model = resolve_chat(student) if isinstance(student, str) else student
+            conc = int((self.run_info.get("config") or {}).get("student_concurrency", 1))
+            student = ChatClient(
+                model, role="student", cache=cache, limits=Limits(max_concurrency=conc)
+            )
+        return run_sync(self.apredict(as_items(inputs), student))

@@ -1,0 +1,264 @@
+"""The four stages of a fit, each one ``Run.stage`` call: produce the stage's output from the
+previous one, or load it from the run directory when a finished run already has it.
+
+Kept apart from ``Distiller`` so that ``fit`` reads as the four calls and each stage's
+artifacts (what it writes, what it reads back, what it records in the ledger) sit together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pld.config import DistillConfig
+from pld.errors import TeacherOutputError
+from pld.models.client import ChatClient, EmbedClient
+from pld.phases.classify import label_prior
+from pld.phases.extract import ExtractionFailure, RawRule, extract
+from pld.phases.resolve import ResolveSettings, resolve
+from pld.phases.synthesize import synthesize
+from pld.predictions import Prediction
+from pld.progress import NoProgress, Progress
+from pld.rulebook import Rulebook, calibration_record
+from pld.rules import InstructionSet
+from pld.run import Run
+from pld.rundir import RunDir
+from pld.tasks.base import Example, Task
+
+log = logging.getLogger(__name__)
+
+Extracted = tuple[list[RawRule], list[ExtractionFailure]]
+Synthesized = tuple[InstructionSet, dict[str, Any], list[dict[str, Any]]]  # v0, clusters, noise
+Resolved = tuple[InstructionSet, list[dict[str, Any]], list[Prediction]]
+
+
+@dataclass
+class Fitting:
+    """One fit's inputs and clients; each method is one stage."""
+
+    task: Task
+    train: list[Example]
+    val: list[Example]
+    cfg: DistillConfig
+    teacher: ChatClient
+    student: ChatClient
+    embedder: EmbedClient
+    run: Run
+    progress: Progress | None = None
+
+    def _ticker(self, phase: str, total: int | None) -> Callable[[], None]:
+        prog = self.progress or NoProgress()
+        prog.start(phase, total)
+        return lambda: prog.advance(phase)
+
+    def _end(self, phase: str) -> None:
+        (self.progress or NoProgress()).end(phase)
+
+    async def extract(self) -> Extracted:
+        """Phase 1: one rule per training example (or a recorded failure)."""
+
+        async def produce() -> Extracted:
+            tick = self._ticker("extract", len(self.train))
+            out = await extract(
+                self.task,
+                self.train,
+                self.teacher,
+                max_attempts=self.cfg.extract_max_attempts,
+                max_tokens=self.cfg.extract_max_tokens,
+                on_done=tick,
+            )
+            self._end("extract")
+            return out
+
+        def load(rd: RunDir) -> Extracted:
+            return (
+                [RawRule(**r) for r in rd.read_jsonl("rules.jsonl")],
+                [ExtractionFailure(**r) for r in rd.read_jsonl("extraction_failures.jsonl")],
+            )
+
+        def save(rd: RunDir, v: Extracted) -> None:
+            rd.write_jsonl("rules.jsonl", [r.to_json() for r in v[0]])
+            rd.write_jsonl("extraction_failures.jsonl", [f.to_json() for f in v[1]])
+
+        rules, failures = await self.run.stage(
+            "extract",
+            produce,
+            load,
+            files=("rules.jsonl", "extraction_failures.jsonl"),
+            save=save,
+            summary=lambda v: {"rules": len(v[0]), "failures": len(v[1])},
+        )
+        if failures:
+            log.warning(
+                "extraction: %d of %d examples gave no valid rule (see extraction_failures.jsonl)",
+                len(failures),
+                len(self.train),
+            )
+        if not rules:
+            raise TeacherOutputError(
+                f"extraction produced no valid rule from {len(self.train)} examples; "
+                "see extraction_failures.jsonl and use a stronger teacher"
+            )
+        return rules, failures
+
+    async def synthesize(self, rules: list[RawRule]) -> tuple[InstructionSet, dict[str, Any]]:
+        """Phase 2: cluster the rules and consolidate each cluster into an instruction."""
+        cfg = self.cfg
+
+        async def produce() -> Synthesized:
+            tick = self._ticker("synthesize", None)
+            syn = await synthesize(
+                self.task,
+                rules,
+                self.embedder,
+                self.teacher,
+                eps=cfg.eps,
+                min_samples=cfg.min_samples,
+                algorithm=cfg.cluster_algorithm,
+                auto_eps=cfg.auto_eps,
+                by_label=cfg.cluster_by_label,
+                budget_tokens=cfg.consolidate_budget_tokens,
+                max_tokens=cfg.consolidate_max_tokens,
+                seed=cfg.seed,
+                on_done=tick,
+            )
+            self._end("synthesize")
+            c = syn.clustering
+            clusters = {
+                "algorithm": c.algorithm,
+                "eps": c.eps,
+                "min_samples": c.min_samples,
+                "auto_eps": c.auto,
+                "auto_eps_log": list(c.log),
+                "n_clusters": c.n_clusters,
+                "n_noise": len(syn.noise),
+                "clusters": syn.clusters,
+                "consolidation_failures": syn.failures,
+            }
+            return syn.instructions, clusters, syn.noise
+
+        def save(rd: RunDir, v: Synthesized) -> None:
+            rd.write_json("clusters.json", v[1])
+            rd.write_jsonl("noise_rules.jsonl", v[2])
+            rd.write_text("instructions_v0.json", v[0].dumps())
+
+        v0, clusters, _ = await self.run.stage(
+            "synthesize",
+            produce,
+            lambda rd: (
+                InstructionSet.from_json(rd.read_json("instructions_v0.json")),
+                rd.read_json("clusters.json"),
+                [],
+            ),
+            files=("instructions_v0.json", "clusters.json"),
+            save=save,
+            summary=lambda v: {
+                "instructions": len(v[0]),
+                "clusters": v[1]["n_clusters"],
+                "noise": v[1]["n_noise"],
+                "eps": v[1]["eps"],
+            },
+        )
+        missing = [lab for lab in self.task.labels if lab not in v0.labels_covered()]
+        if missing:
+            log.warning("no instruction decides label(s) %s: no valid rule for them", missing)
+        return v0, clusters
+
+    async def resolve(self, v0: InstructionSet) -> Resolved:
+        """Phase 3: the teacher repairs the rulebook against the student's failures."""
+        cfg = self.cfg
+        settings = ResolveSettings(
+            max_rounds=cfg.max_rounds,
+            patience=cfg.patience,
+            train_sample=cfg.resolve_train_sample,
+            n_failures=cfg.resolve_failures,
+            n_successes=cfg.resolve_successes,
+            max_tokens=cfg.resolve_max_tokens,
+            seed=cfg.seed,
+            calibrate=cfg.calibrate,
+        )
+        rounds: list[dict[str, Any]] = []
+
+        def on_round(rec: dict[str, Any]) -> None:
+            rounds.append(rec)
+            if self.run.dir is not None:
+                self.run.dir.write_jsonl("rounds.jsonl", rounds)
+
+        async def produce() -> Resolved:
+            tick = self._ticker("resolve", None)
+            out = await resolve(
+                self.task,
+                v0,
+                self.train,
+                self.val,
+                self.student,
+                self.teacher,
+                settings,
+                on_round=on_round,
+                on_done=tick,
+            )
+            self._end("resolve")
+            return out
+
+        def load(rd: RunDir) -> Resolved:
+            return (
+                InstructionSet.from_json(rd.read_json("instructions.json")),
+                rd.read_jsonl("rounds.jsonl"),
+                [Prediction.from_json(p) for p in rd.read_jsonl("predictions_val.jsonl")],
+            )
+
+        def save(rd: RunDir, v: Resolved) -> None:
+            rd.write_text("instructions.json", v[0].dumps())
+            rd.write_jsonl("predictions_val.jsonl", [p.to_json() for p in v[2]])
+
+        return await self.run.stage(
+            "resolve",
+            produce,
+            load,
+            files=("instructions.json", "rounds.jsonl", "predictions_val.jsonl"),
+            save=save,
+            summary=lambda v: _resolve_summary(v[1]),
+        )
+
+    async def finalize(self, best: InstructionSet, rounds: list[dict[str, Any]]) -> Rulebook:
+        """Phase 4's artifact: the rulebook, with the exact bytes the student sees and (in a
+        run directory, with calibration) the prior it was calibrated with. Always rebuilt:
+        it is cheap, and its calibration calls are cached."""
+
+        async def produce() -> Rulebook:
+            rb = Rulebook.build(
+                self.task,
+                best,
+                self.train,
+                calibrate=self.cfg.calibrate,
+                models=dict(self.run.state.get("models", {})),
+                rounds=tuple(rounds),
+                run_info=self.run.state,
+                origin=self.run.path,
+            )
+            if not self.cfg.calibrate or self.run.dir is None:
+                return rb
+            prior = await label_prior(
+                system_prompt=rb.system_prompt,
+                user_template=rb.user_template,
+                labels=rb.labels,
+                student=self.student,
+            )
+            return replace(rb, calibration=calibration_record(prior))
+
+        return await self.run.stage(
+            "finalize", produce, save=lambda rd, rb: rb.write_artifacts(rd)
+        )
+
+
+def _resolve_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "rounds": len(rounds) - 1,
+        "accepted": sum(1 for r in rounds[1:] if r.get("accepted")),
+        "val_macro_f1": rounds[0]["val_macro_f1"] if rounds else None,
+        "best_val_macro_f1": max(
+            (r.get("val_macro_f1", 0.0) for r in rounds if r.get("accepted")), default=None
+        ),
+    }
