@@ -28,6 +28,7 @@ from bench.common import RESULTS, SHARED_DATA, machine, save
 from pld.cache import Cache
 from pld.config import DistillConfig
 from pld.distiller import Distiller
+from pld.rulebook import Rulebook
 from pld.tasks.base import stratified_split
 from pld.tasks.datasets import load_stereoset
 
@@ -35,20 +36,15 @@ from pld.tasks.datasets import load_stereoset
 def distill_once(n: int, cache: Path, run: Path) -> dict[str, Any]:
     task = load_stereoset(SHARED_DATA / "stereoset" / "stereoset.json")
     sp = stratified_split(task.examples, fractions=(0.5, 0.25, 0.25), seed=0)
-    cfg = DistillConfig(
-        max_train=n,
-        max_rounds=1,
-        resolve_train_sample=24,
-        extract_max_tokens=200,
-        consolidate_max_tokens=200,
-        resolve_max_tokens=400,
-        teacher_concurrency=2,
+    # the ``small`` preset with one round and the default resolve sample sizes
+    cfg = DistillConfig.preset(
+        "small", max_train=n, max_rounds=1, resolve_failures=12, resolve_successes=6
     )
     d = Distiller("local:smollm2", "local:smollm2", "local:smollm2", config=cfg, cache=Cache(cache))
     t0 = time.perf_counter()
     d.fit(task.with_examples(sp.train), task.with_examples(sp.val[:30]), run_dir=run, force=True)
     wall = time.perf_counter() - t0
-    meta = json.loads((run / "run.json").read_text())
+    meta = Rulebook.load(run).run_info
     phases = {}
     for ph, roles in meta["usage_by_phase"].items():
         if ph == "-":

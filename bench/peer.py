@@ -24,6 +24,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ from bench.models import fetch
 from bench.quality import distill_config, load, score, spec
 from pld.cache import Cache
 from pld.distiller import Distiller
-from pld.evaluate import Prompt, mcnemar_counts
+from pld.evaluate import mcnemar_counts
 from pld.metrics import summary
 from pld.predictions import Prediction
+from pld.rulebook import Rulebook
 from pld.tasks.base import template_fields
 
 DSPY_VERSION = "3.4.1"
@@ -70,7 +72,7 @@ def start_server(model_path: Path, log: Path) -> tuple[subprocess.Popen[str], st
     return proc, line.split()[1]
 
 
-def total_usage(run_json: dict[str, Any]) -> dict[str, dict[str, float]]:
+def total_usage(run_json: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Usage per role summed over every process that worked on the run (resumes included)."""
     parts = [run_json["usage_by_role"]]
     parts += [p["usage_by_role"] for p in run_json.get("usage_earlier_processes", [])]
@@ -120,13 +122,12 @@ def pld_arm(
             force=not resume,
         )
         wall = time.perf_counter() - t0
-        prompt = Prompt(
-            (run / "system_prompt.txt").read_text(), (run / "user_template.txt").read_text()
-        )
+        rulebook = Rulebook.load(run)
+        prompt = rulebook.prompt
         r = score(model_spec, model, "pld", task, test, cache, prompt, train=train, seed=q["seed"])
         r["distill_wall_s_this_process"] = wall
         r["distill_resumed"] = resume
-        r["distill_usage"] = total_usage(json.loads((run / "run.json").read_text()))
+        r["distill_usage"] = total_usage(rulebook.run_info)
         r["instructions"] = len(d.instructions_)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(r, indent=2) + "\n")
@@ -203,10 +204,7 @@ def main() -> None:
     # pld's contextual calibration (a post-hoc transform: every call below is a cache hit but
     # the zero-shot ones, which are new to this cache).
     pcache, mspec = Cache(work / "pld-cache.sqlite"), spec(a.model, a.dataset)
-    pld_prompt = Prompt(
-        (work / "pld-run" / "system_prompt.txt").read_text(),
-        (work / "pld-run" / "user_template.txt").read_text(),
-    )
+    pld_prompt = Rulebook.load(work / "pld-run").prompt
     ablation = {
         f"{m}, {'calibrated' if cal else 'uncalibrated'}": score(
             mspec,

@@ -26,11 +26,13 @@ from bench.models import MODELS, fetch
 from pld.cache import Cache
 from pld.config import DistillConfig
 from pld.distiller import Distiller
-from pld.evaluate import Prompt, mcnemar_counts, method_result, run_method
+from pld.evaluate import mcnemar_counts, method_result, run_method
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
 from pld.phases.classify import classify
-from pld.rules import InstructionSet, render_system_prompt
+from pld.predictions import example_items
+from pld.prompts import Prompt, student_prompt
+from pld.rulebook import Rulebook
 from pld.tasks.base import Example, Task, stratified_sample, stratified_split
 from pld.tasks.datasets import load_contract_nli, load_stereoset
 
@@ -68,18 +70,15 @@ def load(
 
 
 def distill_config(max_rounds: int, seed: int) -> DistillConfig:
-    """Sized for a 1.5B teacher generating ~5-8 tokens/s on 2 cores."""
-    return DistillConfig(
+    """The ``small`` preset, sized for a 1.5B teacher generating ~5-8 tokens/s on 2 cores."""
+    return DistillConfig.preset(
+        "small",
         max_rounds=max_rounds,
-        patience=1,
-        resolve_train_sample=24,
+        seed=seed,
         resolve_failures=8,
-        resolve_successes=4,
-        extract_max_tokens=200,
         consolidate_max_tokens=250,
         resolve_max_tokens=500,
         teacher_concurrency=1,
-        seed=seed,
     )
 
 
@@ -109,7 +108,7 @@ def score(
     if prompt is not None:
         preds = asyncio.run(
             classify(
-                [(e.id, e.fields, e.label) for e in items],
+                example_items(items),
                 system_prompt=prompt.system,
                 user_template=prompt.user_template,
                 labels=task.labels,
@@ -221,23 +220,12 @@ def main() -> None:
             "instructions": len(d.instructions_),
             "rounds": d.rounds_,
         }
-        v0 = InstructionSet.from_json(json.loads((run / "instructions_v0.json").read_text()))
-        synth = Prompt(
-            render_system_prompt(task.description, task.labels, task.label_descriptions, v0),
-            task.input_template,
-        )
+        synth = student_prompt(task, d.instructions_v0_)
         if "pld-synth" not in st["methods"]:
             st["methods"]["pld-synth"] = evaluate(s_spec, student, "pld-synth", synth)
             save()
         if "pld" not in st["methods"]:
-            st["methods"]["pld"] = evaluate(
-                s_spec,
-                student,
-                "pld",
-                Prompt(
-                    (run / "system_prompt.txt").read_text(), (run / "user_template.txt").read_text()
-                ),
-            )
+            st["methods"]["pld"] = evaluate(s_spec, student, "pld", Rulebook.load(run).prompt)
             save()
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():

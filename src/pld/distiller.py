@@ -23,10 +23,10 @@ from pld.models.base import ChatModel, Embedder
 from pld.models.client import Accountant, ChatClient, EmbedClient, Limits, Price
 from pld.models.registry import SPEC_HELP, resolve_chat, resolve_embedder
 from pld.predictions import Prediction, as_items
+from pld.progress import Progress
 from pld.rulebook import Rulebook, task_to_json
 from pld.rules import InstructionSet
 from pld.run import Run, previous_ledger
-from pld.progress import Progress
 from pld.stages import Fitting
 from pld.taskref import DEFAULT_SPLIT, TaskRef
 from pld.tasks.base import (
@@ -280,7 +280,7 @@ class Distiller:
             kw["config"] = DistillConfig.from_dict(rb.run_info["config"])
         d = cls(teacher=student, student=student, embedder=None, **kw)
         d.rulebook_ = rb
-        d.rounds_ = list(rb.rounds)
+        d.rounds_ = [dict(r) for r in rb.rounds]
         d.run_dir_ = rb.origin
         d._student_client = None  # built on first predict
         return d

@@ -86,9 +86,10 @@ def prior_drift(saved: Mapping[str, float] | None, now: Mapping[str, float] | No
 @dataclass(frozen=True)
 class Rulebook:
     """The fitted artifact. ``system_prompt`` and ``user_template`` are the exact bytes sent;
-    ``calibration`` is calibration.json as saved at fit time (its prior is checked, on predict,
-    against the one the student gives now); ``run_info`` is the run's ledger as written (config, split ids,
-    usage, the CLI arguments), ``origin`` the directory it was loaded from or fitted into."""
+    ``calibration`` is calibration.json as saved at fit time (its prior is checked, on
+    predict, against the one the student gives now); ``run_info`` is the run's ledger as
+    written (config, split ids, usage, the CLI arguments); ``origin`` is the directory it was
+    loaded from or fitted into."""
 
     task: Task
     instructions: InstructionSet
@@ -139,7 +140,10 @@ class Rulebook:
         if self.sources:
             rd.write_jsonl(
                 "examples_train.jsonl",
-                [{"id": k, "input": v["input"], "label": v["label"]} for k, v in self.sources.items()],
+                [
+                    {"id": k, "input": v["input"], "label": v["label"]}
+                    for k, v in self.sources.items()
+                ],
             )
         rd.write_text("system_prompt.txt", self.system_prompt)
         rd.write_text("user_template.txt", self.user_template)
@@ -172,7 +176,9 @@ class Rulebook:
                 f"with pld distill --resume {rd.path}"
             )
         cal = rd.read_json("calibration.json") if rd.exists("calibration.json") else None
-        examples = rd.read_jsonl("examples_train.jsonl") if rd.exists("examples_train.jsonl") else []
+        examples = (
+            rd.read_jsonl("examples_train.jsonl") if rd.exists("examples_train.jsonl") else []
+        )
         return cls(
             task=task_from_json(run.get("task") or {}),
             instructions=InstructionSet.from_json(rd.read_json("instructions.json")),

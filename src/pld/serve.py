@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slots", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args(argv)
-    serve_forever(
-        a.model, host=a.host, port=a.port, n_ctx=a.ctx, slots=a.slots, threads=a.threads
-    )
+    serve_forever(a.model, host=a.host, port=a.port, n_ctx=a.ctx, slots=a.slots, threads=a.threads)
     return 0
 
 

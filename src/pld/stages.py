@@ -248,9 +248,7 @@ class Fitting:
             )
             return replace(rb, calibration=calibration_record(prior))
 
-        return await self.run.stage(
-            "finalize", produce, save=lambda rd, rb: rb.write_artifacts(rd)
-        )
+        return await self.run.stage("finalize", produce, save=lambda rd, rb: rb.write_artifacts(rd))
 
 
 def _resolve_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from pld.models.client import ChatClient, EmbedClient
 from pld.models.fake import HashEmbedder, ScriptedChatModel
 from pld.phases.classify import classify, parse_label
 from pld.phases.extract import extract
-from pld.rulecheck import copied_span
 from pld.phases.resolve import ResolveSettings, resolve
 from pld.phases.synthesize import cluster_rules, synthesize
+from pld.rulecheck import copied_span
 from pld.rules import Instruction, InstructionSet
 from tests.fakes import make_student, make_task, make_teacher
 

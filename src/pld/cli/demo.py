@@ -30,7 +30,11 @@ def demo(out_dir: str, teacher: str, student: str, max_rounds: int) -> None:
         res = run_demo(out_dir, teacher, student, max_rounds, progress=prog)
     sr, sb, sa = (
         c.methods[m]
-        for c, m in ((res.zero_shot_raw, "zero-shot"), (res.zero_shot, "zero-shot"), (res.pld, "pld"))
+        for c, m in (
+            (res.zero_shot_raw, "zero-shot"),
+            (res.zero_shot, "zero-shot"),
+            (res.pld, "pld"),
+        )
     )
 
     def f1(s: dict[str, Any]) -> str:

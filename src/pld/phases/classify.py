@@ -4,7 +4,8 @@ Small students have strong label priors (SmolLM2-135M answers the first label fo
 content-free inputs), so by default the label distribution is *contextually calibrated*
 (Zhao et al., 2021): divided by the distribution the same system prompt yields on content-free
 inputs ("N/A", "", "[MASK]"), then renormalised. The prior costs three cached calls per prompt,
-is saved with the run (``calibration.json``) and is recomputed identically by ``pld predict``.
+is saved with the run (``calibration.json``); ``Rulebook.predict`` recomputes it for the student
+it is given and reports a difference from the saved one.
 Backends that return no label distribution are used uncalibrated.
 
 The system prompt comes first and is byte-identical for every item, so the engine's prefix
@@ -27,7 +28,6 @@ from pld.models.client import ChatClient
 from pld.predictions import OVERFLOW, Item, Prediction
 from pld.prompts import Shot
 from pld.tasks.base import render_template, template_fields
-
 
 _STRIP = re.compile(r"^[\s\"'`*_\[(]+|[\s\"'`*_.!\])]+$")
 
@@ -160,7 +160,8 @@ async def classify(
     prior: Mapping[str, float] | None = None,
 ) -> list[Prediction]:
     """Classify (id, fields, gold-or-None) items; order of the result follows the input.
-    With ``calibrate`` and no ``prior`` given, the prior is measured first (three calls)."""
+    A given ``prior`` is used as is; else with ``calibrate`` it is measured first (three
+    calls)."""
     if calibrate and prior is None:
         prior = await label_prior(
             system_prompt=system_prompt,
@@ -169,9 +170,6 @@ async def classify(
             student=student,
             shots=shots,
         )
-
-    if not calibrate:
-        prior = None
 
     async def one(item: Item) -> Prediction:
         p = await classify_one(

@@ -142,6 +142,66 @@ async def propose_edits(
     return diagnosis, edits, None
 
 
+def _train_sample(
+    train: Sequence[Example], settings: ResolveSettings, round_no: int
+) -> tuple[random.Random, list[Example]]:
+    """The round's seeded training sample, and the generator that also picks what is shown."""
+    rng = random.Random(settings.seed * 1000 + round_no)
+    sample = list(train)
+    rng.shuffle(sample)
+    return rng, sample[: settings.train_sample]
+
+
+def _baseline(f1: float, prompt_chars: int, n_rules: int) -> dict[str, Any]:
+    """Round 0: the synthesized set, scored as the loop's starting point."""
+    return {
+        "round": 0,
+        "accepted": True,
+        "val_macro_f1": f1,
+        "prompt_chars": prompt_chars,
+        "n_rules": n_rules,
+        "note": "synthesized set (baseline of the loop)",
+    }
+
+
+def _record(
+    rounds: list[dict[str, Any]],
+    rec: dict[str, Any],
+    on_round: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    rounds.append(rec)
+    if on_round:
+        on_round(rec)
+
+
+def _candidate(
+    task: Task,
+    best: InstructionSet,
+    edits: Sequence[Edit],
+    shown: Sequence[str],
+    rec: dict[str, Any],
+    *,
+    tag: str,
+) -> InstructionSet | None:
+    """The edited set worth scoring, or None (and why, in ``rec``): edits that quote an
+    input are dropped, and a candidate that loses a label's coverage is not scored."""
+    kept, copied = drop_copies(edits, shown, task.labels)
+    cand, outcomes = best.apply(kept, tag=tag, labels=task.labels)
+    rec["edits"] = outcomes + copied
+    lost = [
+        lab
+        for lab in task.labels
+        if lab in best.labels_covered() and lab not in cand.labels_covered()
+    ]
+    if not any(o["applied"] for o in outcomes):
+        rec.update(accepted=False, note="no edit could be applied")
+        return None
+    if lost or not len(cand):
+        rec.update(accepted=False, note=f"candidate drops label coverage {lost}")
+        return None
+    return cand
+
+
 async def resolve(
     task: Task,
     start: InstructionSet,
@@ -161,24 +221,11 @@ async def resolve(
         task, best, val, student, on_done, calibrate=settings.calibrate
     )
     best_len = len(system_prompt_for(task, best))
-    rounds: list[dict[str, Any]] = [
-        {
-            "round": 0,
-            "accepted": True,
-            "val_macro_f1": best_f1,
-            "prompt_chars": best_len,
-            "n_rules": len(best),
-            "note": "synthesized set (baseline of the loop)",
-        }
-    ]
-    if on_round:
-        on_round(rounds[-1])
+    rounds: list[dict[str, Any]] = []
+    _record(rounds, _baseline(best_f1, best_len, len(best)), on_round)
     stale = 0
     for r in range(1, settings.max_rounds + 1):
-        rng = random.Random(settings.seed * 1000 + r)
-        sample = list(train)
-        rng.shuffle(sample)
-        sample = sample[: settings.train_sample]
+        rng, sample = _train_sample(train, settings, r)
         _, tpreds = await score(task, best, sample, student, on_done, calibrate=settings.calibrate)
         fails = [p for p in tpreds if not p.correct]
         oks = [p for p in tpreds if p.correct]
@@ -190,9 +237,7 @@ async def resolve(
         }
         if not fails:
             rec.update(accepted=False, note="no training failures to learn from; stopped")
-            rounds.append(rec)
-            if on_round:
-                on_round(rec)
+            _record(rounds, rec, on_round)
             break
         fail_shown = rng.sample(fails, min(settings.n_failures, len(fails)))
         ok_shown = rng.sample(oks, min(settings.n_successes, len(oks)))
@@ -208,19 +253,8 @@ async def resolve(
             rec.update(accepted=False, teacher_error=err, edits=[], note="teacher reply invalid")
         else:
             shown = [task.render(by_id[p.id]) for p in (*fail_shown, *ok_shown)]
-            edits, copied = drop_copies(edits, shown, task.labels)
-            cand, outcomes = best.apply(edits, tag=f"round {r}", labels=task.labels)
-            rec["edits"] = outcomes + copied
-            lost = [
-                lab
-                for lab in task.labels
-                if lab in best.labels_covered() and lab not in cand.labels_covered()
-            ]
-            if not any(o["applied"] for o in outcomes):
-                rec.update(accepted=False, note="no edit could be applied")
-            elif lost or not len(cand):
-                rec.update(accepted=False, note=f"candidate drops label coverage {lost}")
-            else:
+            cand = _candidate(task, best, edits, shown, rec, tag=f"round {r}")
+            if cand is not None:
                 f1, preds = await score(
                     task, cand, val, student, on_done, calibrate=settings.calibrate
                 )
@@ -234,9 +268,7 @@ async def resolve(
         else:
             stale += 1
         rec["best_val_macro_f1"] = best_f1
-        rounds.append(rec)
-        if on_round:
-            on_round(rec)
+        _record(rounds, rec, on_round)
         if stale >= settings.patience:
             break
     return best, rounds, best_preds

@@ -335,8 +335,28 @@ async def synthesize(
     # Label coverage guard (the paper's synthesis drops minority labels): a label that no
     # consolidated instruction decides gets one, from its noise rules (or, if it had none,
     # from its clustered rules), and that instruction decides exactly that label.
+    guard_jobs = _coverage_jobs(task, rules, merged, noise_idx)
+    guarded = await run_jobs(guard_jobs)
+    guarded = [
+        (topic, text, (job[0].removeprefix("coverage-"),), fail)
+        for job, (topic, text, _, fail) in zip(guard_jobs, guarded, strict=True)
+    ]
+    jobs += guard_jobs
+    merged += guarded
+
+    return _assemble(rules, clustering, jobs, merged, noise_idx)
+
+
+Job = tuple[str, list[int]]  # (name, indices of the rules it consolidates)
+Merged = tuple[str, str, tuple[str, ...], str | None]  # topic, text, labels, failure
+
+
+def _coverage_jobs(
+    task: Task, rules: Sequence[RawRule], merged: Sequence[Merged], noise_idx: Sequence[int]
+) -> list[Job]:
+    """One consolidation job per label that no merged instruction decides."""
     covered = {lab for _, _, labs, _ in merged for lab in labs}
-    guard_jobs: list[tuple[str, list[int]]] = []
+    guard_jobs: list[Job] = []
     for lab in task.labels:
         if lab in covered:
             continue
@@ -346,14 +366,17 @@ async def synthesize(
         if own:
             guard_jobs.append((f"coverage-{lab}", own))
             log.info("label %r has no instruction: synthesizing one from %d rules", lab, len(own))
-    guarded = await run_jobs(guard_jobs)
-    guarded = [
-        (topic, text, (job[0].removeprefix("coverage-"),), fail)
-        for job, (topic, text, _, fail) in zip(guard_jobs, guarded, strict=True)
-    ]
-    jobs += guard_jobs
-    merged += guarded
+    return guard_jobs
 
+
+def _assemble(
+    rules: Sequence[RawRule],
+    clustering: ClusteringResult,
+    jobs: Sequence[Job],
+    merged: Sequence[Merged],
+    noise_idx: Sequence[int],
+) -> SynthesisResult:
+    """Instructions (with provenance) and the records of clusters, noise and failures."""
     instructions: list[Instruction] = []
     clusters: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []

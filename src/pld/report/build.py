@@ -28,6 +28,7 @@ def _png(fig: Any) -> bytes:
 def _plots(
     run: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]], results: dict[str, Any] | None
 ) -> dict[str, tuple[str, bytes]]:
+    """Every plot the run's files support, as (caption, PNG bytes) by name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,58 +36,71 @@ def _plots(
 
     out: dict[str, tuple[str, bytes]] = {}
     if results and results.get("methods"):
-        ms = list(results["methods"])
-        r = results["methods"]
-        f1 = [r[m]["macro_f1"] for m in ms]
-        lo = [r[m]["macro_f1"] - r[m]["macro_f1_ci95"][0] for m in ms]
-        hi = [r[m]["macro_f1_ci95"][1] - r[m]["macro_f1"] for m in ms]
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.bar(ms, f1, yerr=[lo, hi], capsize=4, color="#4C72B0")
-        ax.set_ylabel("macro-F1 (95% CI)")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"macro-F1 per method, n={results['n']}")
-        out["f1_by_method"] = ("macro-F1 per method with bootstrap 95% CIs", _png(fig))
+        _method_plots(plt, results, out)
+    _round_plot(plt, rounds, out)
+    _cost_plot(plt, run, out)
+    return out
 
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        x = range(len(ms))
-        ax.bar([i - 0.2 for i in x], [r[m]["latency_p50_s"] * 1000 for m in ms], 0.4, label="p50")
-        ax.bar([i + 0.2 for i in x], [r[m]["latency_p95_s"] * 1000 for m in ms], 0.4, label="p95")
-        ax.set_xticks(list(x), ms)
-        ax.set_ylabel("ms per item")
-        ax.legend()
-        ax.set_title("student latency per method")
-        out["latency_by_method"] = ("latency per item (p50, p95)", _png(fig))
 
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.bar(ms, [r[m]["prompt_tokens_per_item"] for m in ms], color="#55A868")
-        ax.set_ylabel("prompt tokens per item")
-        ax.set_title("prompt size")
-        out["prompt_tokens"] = ("prompt size in tokens per item", _png(fig))
+def _method_plots(plt: Any, results: dict[str, Any], out: dict[str, tuple[str, bytes]]) -> None:
 
-        for m in ms:
-            conf = r[m]["confusion"]
-            gold = list(conf)
-            cols = list(next(iter(conf.values())).keys()) if conf else []
-            fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(cols), 1.0 + 0.7 * len(gold)))
-            mat = [[conf[g][c] for c in cols] for g in gold]
-            ax.imshow(mat, cmap="Blues")
-            ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
-            ax.set_yticks(range(len(gold)), gold)
-            top = max((v for row in mat for v in row), default=0)
-            for i, row in enumerate(mat):
-                for j, v in enumerate(row):
-                    ax.text(
-                        j,
-                        i,
-                        str(v),
-                        ha="center",
-                        va="center",
-                        color="white" if v > top / 2 else "black",
-                    )
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("gold")
-            ax.set_title(f"confusion: {m}")
-            out[f"confusion_{m}"] = (f"confusion matrix, {m}", _png(fig))
+    ms = list(results["methods"])
+    r = results["methods"]
+    f1 = [r[m]["macro_f1"] for m in ms]
+    lo = [r[m]["macro_f1"] - r[m]["macro_f1_ci95"][0] for m in ms]
+    hi = [r[m]["macro_f1_ci95"][1] - r[m]["macro_f1"] for m in ms]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(ms, f1, yerr=[lo, hi], capsize=4, color="#4C72B0")
+    ax.set_ylabel("macro-F1 (95% CI)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"macro-F1 per method, n={results['n']}")
+    out["f1_by_method"] = ("macro-F1 per method with bootstrap 95% CIs", _png(fig))
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    x = range(len(ms))
+    ax.bar([i - 0.2 for i in x], [r[m]["latency_p50_s"] * 1000 for m in ms], 0.4, label="p50")
+    ax.bar([i + 0.2 for i in x], [r[m]["latency_p95_s"] * 1000 for m in ms], 0.4, label="p95")
+    ax.set_xticks(list(x), ms)
+    ax.set_ylabel("ms per item")
+    ax.legend()
+    ax.set_title("student latency per method")
+    out["latency_by_method"] = ("latency per item (p50, p95)", _png(fig))
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(ms, [r[m]["prompt_tokens_per_item"] for m in ms], color="#55A868")
+    ax.set_ylabel("prompt tokens per item")
+    ax.set_title("prompt size")
+    out["prompt_tokens"] = ("prompt size in tokens per item", _png(fig))
+
+    for m in ms:
+        conf = r[m]["confusion"]
+        gold = list(conf)
+        cols = list(next(iter(conf.values())).keys()) if conf else []
+        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(cols), 1.0 + 0.7 * len(gold)))
+        mat = [[conf[g][c] for c in cols] for g in gold]
+        ax.imshow(mat, cmap="Blues")
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+        ax.set_yticks(range(len(gold)), gold)
+        top = max((v for row in mat for v in row), default=0)
+        for i, row in enumerate(mat):
+            for j, v in enumerate(row):
+                ax.text(
+                    j,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    color="white" if v > top / 2 else "black",
+                )
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(f"confusion: {m}")
+        out[f"confusion_{m}"] = (f"confusion matrix, {m}", _png(fig))
+
+
+def _round_plot(
+    plt: Any, rounds: Sequence[Mapping[str, Any]], out: dict[str, tuple[str, bytes]]
+) -> None:
     scored = [x for x in rounds if "val_macro_f1" in x]
     if scored:
         fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -115,6 +129,9 @@ def _plots(
         ax.legend()
         ax.set_title("conflict resolution")
         out["f1_by_round"] = ("validation macro-F1 per resolve round", _png(fig))
+
+
+def _cost_plot(plt: Any, run: Mapping[str, Any], out: dict[str, tuple[str, bytes]]) -> None:
     phases = run.get("usage_by_phase") or {}
     if phases:
         names = [p for p in phases if p != "-"]
@@ -136,7 +153,6 @@ def _plots(
         cost = sum(r.get("cost_usd", 0.0) for p in names for r in phases[p].values())
         ax.set_title(f"cost per phase (tokens; ${cost:.4f} in all)")
         out["cost_by_phase"] = ("tokens and cost per phase", _png(fig))
-    return out
 
 
 def _fmt(v: Any) -> str:
@@ -151,6 +167,110 @@ def _no_evaluation(rb: Rulebook, run_dir: Path) -> str:
         f"comparison with <code>pld compare --prompt {html.escape(str(run_dir))} --student "
         f"{html.escape(student)}</code>, then run <code>pld report</code> again."
     )
+
+
+def _results_html(results: dict[str, Any] | None, rb: Rulebook, root: Path) -> list[str]:
+    """The method comparison table, or the note saying how to add one."""
+    e = html.escape
+    parts: list[str] = []
+    if results:
+        parts.append(
+            f"<h2>Methods on {results['n']} test items</h2><table id='results'><tr>"
+            "<th>method</th><th>macro-F1</th><th>95% CI</th><th>accuracy</th>"
+            "<th>invalid</th><th>p50 ms</th><th>prompt tokens/item</th>"
+            "<th>McNemar p vs PLD</th></tr>"
+        )
+        for m, r in results["methods"].items():
+            mc = r.get("mcnemar_vs_pld")
+            parts.append(
+                f"<tr><td>{e(m)}</td>"
+                f"<td data-metric='{e(m)}.macro_f1'>{r['macro_f1']:.3f}</td>"
+                f"<td>[{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}]</td>"
+                f"<td data-metric='{e(m)}.accuracy'>{r['accuracy']:.3f}</td>"
+                f"<td data-metric='{e(m)}.invalid'>{r['invalid']}</td>"
+                f"<td>{r['latency_p50_s'] * 1000:.0f}</td>"
+                f"<td>{r['prompt_tokens_per_item']:.0f}</td>"
+                f"<td>{'-' if not mc else format(mc['p_value'], '.3g')}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append(f"<h2>Methods</h2><p id='no-evaluation'>{_no_evaluation(rb, root)}</p>")
+    return parts
+
+
+def _rounds_html(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One table row per resolve round."""
+    e = html.escape
+    parts: list[str] = []
+    if rounds:
+        parts.append(
+            "<h2>Resolve rounds</h2><table id='rounds'><tr><th>round</th>"
+            "<th>val macro-F1</th><th>accepted</th><th>note / diagnosis</th></tr>"
+        )
+        for r in rounds:
+            vf = r.get("val_macro_f1")
+            parts.append(
+                f"<tr><td>{r['round']}</td><td>{'-' if vf is None else f'{vf:.3f}'}"
+                f"</td><td>{r.get('accepted')}</td>"
+                f"<td>{e(str(r.get('note') or r.get('diagnosis') or ''))[:400]}</td></tr>"
+            )
+        parts.append("</table>")
+    return parts
+
+
+def _rulebook_html(
+    ins: Sequence[Mapping[str, Any]], examples: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """Each rule with what it decides, the training examples it came from and its edits."""
+    e = html.escape
+    parts: list[str] = []
+    parts.append(f"<h2 id='rulebook'>Rulebook ({len(ins)} rules)</h2>")
+    for i in ins:
+        parts.append(
+            f"<div class='rule' id='rule-{e(i['id'])}'><h3>{e(i['id'])}. "
+            f"{e(i['topic'])}</h3><p>{e(i['text'])}</p>"
+        )
+        if i.get("labels"):
+            parts.append(f"<p><b>Decides:</b> {e(', '.join(i['labels']))}</p>")
+        if i.get("sources"):
+            parts.append(
+                f"<details><summary>Formed from {len(i['sources'])} training examples</summary><ul>"
+            )
+            for sid in i["sources"]:
+                ex = examples.get(sid)
+                body = f"{e(ex['input'])} <i>({e(ex['label'])})</i>" if ex else ""
+                parts.append(f"<li><code>{e(sid)}</code> {body}</li>")
+            parts.append("</ul></details>")
+        for h in i.get("history", []):
+            parts.append(f"<p class='edit'><b>Edit:</b> {e(h)}</p>")
+        parts.append("</div>")
+    return parts
+
+
+def _markdown(
+    name: str,
+    results: dict[str, Any] | None,
+    n_rules: int,
+    plots: Mapping[str, tuple[str, bytes]],
+    rb: Rulebook,
+    root: Path,
+) -> list[str]:
+    """report.md: the comparison (or how to add it), the rulebook's size and the plots."""
+    md = [f"# pld report — {name}", ""]
+    if results:
+        md += ["| method | macro-F1 | 95% CI | accuracy | invalid |", "|---|---|---|---|---|"]
+        for m, r in results["methods"].items():
+            md.append(
+                f"| {m} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.3f}, "
+                f"{r['macro_f1_ci95'][1]:.3f}] | {r['accuracy']:.3f} | {r['invalid']} |"
+            )
+        md.append("")
+    else:
+        note = _no_evaluation(rb, root).replace("<code>", "`").replace("</code>", "`")
+        md += [html.unescape(note), ""]
+    md += [f"Rulebook: {n_rules} rules (see `../prompt.md`).", ""]
+    md += [f"![{cap}]({name}.png)" for name, (cap, _) in plots.items()]
+    return md
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -184,28 +304,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         + ", ".join(f"{e(k)} <code>{e(v)}</code>" for k, v in run.get("models", {}).items())
         + "</p>",
     ]
-    if results:
-        parts.append(
-            f"<h2>Methods on {results['n']} test items</h2><table id='results'><tr>"
-            "<th>method</th><th>macro-F1</th><th>95% CI</th><th>accuracy</th>"
-            "<th>invalid</th><th>p50 ms</th><th>prompt tokens/item</th>"
-            "<th>McNemar p vs PLD</th></tr>"
-        )
-        for m, r in results["methods"].items():
-            mc = r.get("mcnemar_vs_pld")
-            parts.append(
-                f"<tr><td>{e(m)}</td>"
-                f"<td data-metric='{e(m)}.macro_f1'>{r['macro_f1']:.3f}</td>"
-                f"<td>[{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}]</td>"
-                f"<td data-metric='{e(m)}.accuracy'>{r['accuracy']:.3f}</td>"
-                f"<td data-metric='{e(m)}.invalid'>{r['invalid']}</td>"
-                f"<td>{r['latency_p50_s'] * 1000:.0f}</td>"
-                f"<td>{r['prompt_tokens_per_item']:.0f}</td>"
-                f"<td>{'-' if not mc else format(mc['p_value'], '.3g')}</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append(f"<h2>Methods</h2><p id='no-evaluation'>{_no_evaluation(rb, root)}</p>")
+    parts += _results_html(results, rb, root)
     parts.append("<h2>Plots</h2>")
     for name, (caption, png) in plots.items():
         b64 = base64.b64encode(png).decode()
@@ -214,39 +313,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             f"src='data:image/png;base64,{b64}'><figcaption>{e(caption)}"
             "</figcaption></figure>"
         )
-    if rounds:
-        parts.append(
-            "<h2>Resolve rounds</h2><table id='rounds'><tr><th>round</th>"
-            "<th>val macro-F1</th><th>accepted</th><th>note / diagnosis</th></tr>"
-        )
-        for r in rounds:
-            vf = r.get("val_macro_f1")
-            parts.append(
-                f"<tr><td>{r['round']}</td><td>{'-' if vf is None else f'{vf:.3f}'}"
-                f"</td><td>{r.get('accepted')}</td>"
-                f"<td>{e(str(r.get('note') or r.get('diagnosis') or ''))[:400]}</td></tr>"
-            )
-        parts.append("</table>")
-    parts.append(f"<h2 id='rulebook'>Rulebook ({len(ins)} rules)</h2>")
-    for i in ins:
-        parts.append(
-            f"<div class='rule' id='rule-{e(i['id'])}'><h3>{e(i['id'])}. "
-            f"{e(i['topic'])}</h3><p>{e(i['text'])}</p>"
-        )
-        if i.get("labels"):
-            parts.append(f"<p><b>Decides:</b> {e(', '.join(i['labels']))}</p>")
-        if i.get("sources"):
-            parts.append(
-                f"<details><summary>Formed from {len(i['sources'])} training examples</summary><ul>"
-            )
-            for sid in i["sources"]:
-                ex = examples.get(sid)
-                body = f"{e(ex['input'])} <i>({e(ex['label'])})</i>" if ex else ""
-                parts.append(f"<li><code>{e(sid)}</code> {body}</li>")
-            parts.append("</ul></details>")
-        for h in i.get("history", []):
-            parts.append(f"<p class='edit'><b>Edit:</b> {e(h)}</p>")
-        parts.append("</div>")
+    parts += _rounds_html(rounds) + _rulebook_html(ins, examples)
     # Lets a headless browser (and the tests) confirm every plot decoded and rendered.
     parts.append(
         "<script>window.addEventListener('load',()=>{const i=[...document."
@@ -257,19 +324,6 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     parts.append("</body></html>")
     (out / "index.html").write_text("\n".join(parts), encoding="utf-8")
 
-    md = [f"# pld report — {task.get('name', '')}", ""]
-    if results:
-        md += ["| method | macro-F1 | 95% CI | accuracy | invalid |", "|---|---|---|---|---|"]
-        for m, r in results["methods"].items():
-            md.append(
-                f"| {m} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.3f}, "
-                f"{r['macro_f1_ci95'][1]:.3f}] | {r['accuracy']:.3f} | {r['invalid']} |"
-            )
-        md.append("")
-    else:
-        note = _no_evaluation(rb, root).replace("<code>", "`").replace("</code>", "`")
-        md += [html.unescape(note), ""]
-    md += [f"Rulebook: {len(ins)} rules (see `../prompt.md`).", ""]
-    md += [f"![{cap}]({name}.png)" for name, (cap, _) in plots.items()]
+    md = _markdown(task.get("name", ""), results, len(ins), plots, rb, root)
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     return out / "index.html"
