@@ -8,9 +8,21 @@ import math
 import re
 from collections.abc import Sequence
 
+from pld.config import DistillConfig
 from pld.models.base import Completion, GenOptions, Message, Usage
 from pld.models.fake import Request, ScriptedChatModel
 from pld.tasks.base import Example, Task
+
+# Settings sized for the synthetic task (30 examples), shared by the unit tests, the fault
+# worker and the pre-change fixture.
+SCRIPTED_CFG = DistillConfig(
+    min_samples=3,
+    eps=0.3,
+    max_rounds=2,
+    resolve_train_sample=12,
+    teacher_concurrency=2,
+    calibrate=True,
+)
 
 KEYWORDS = {"fruit": "apple", "metal": "iron", "animal": "otter"}
 FILLERS = ["pie", "stew", "cake", "soup", "salad", "tart", "bread", "jam", "roll", "bowl"]

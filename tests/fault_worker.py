@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import sys
 
-from pld.config import DistillConfig
 from pld.distiller import Distiller
 from pld.models.fake import HashEmbedder
 from pld.tasks.base import stratified_split
-from tests.fakes import make_student, make_task, make_teacher
+from tests.fakes import SCRIPTED_CFG, make_student, make_task, make_teacher
 
-CFG = DistillConfig(
-    min_samples=3,
-    eps=0.3,
-    max_rounds=2,
-    resolve_train_sample=12,
-    teacher_concurrency=2,
-    calibrate=True,
-)
+CFG = SCRIPTED_CFG
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from pld import __version__
 from pld._async import run_sync
@@ -39,6 +39,18 @@ from pld.tasks.base import (
 )
 
 PHASES = ("extract", "synthesize", "resolve", "finalize")
+
+
+class FitOptions(TypedDict, total=False):
+    """``fit``'s options: ``task`` (when fitting on a list of examples), ``run_dir`` (where
+    the artifacts go; in memory without), ``resume``, ``force`` and ``meta`` (kept in
+    run.json)."""
+
+    task: Task | None
+    run_dir: str | Path | None
+    resume: bool
+    force: bool
+    meta: Mapping[str, Any] | None
 
 
 ModelArg = str | ChatModel
@@ -136,17 +148,10 @@ class Distiller:
         self,
         train: Task | Sequence[Example],
         val: Task | Sequence[Example] | None = None,
-        *,
-        task: Task | None = None,
-        run_dir: str | Path | None = None,
-        resume: bool = False,
-        force: bool = False,
-        meta: Mapping[str, Any] | None = None,
+        **options: Unpack[FitOptions],
     ) -> Distiller:
         """Fit the rulebook (see ``afit``) and return ``self``."""
-        return run_sync(
-            self.afit(train, val, task=task, run_dir=run_dir, resume=resume, force=force, meta=meta)
-        )
+        return run_sync(self.afit(train, val, **options))
 
     def _prepare(
         self,
@@ -173,22 +178,18 @@ class Distiller:
         self,
         train: Task | Sequence[Example],
         val: Task | Sequence[Example] | None = None,
-        *,
-        task: Task | None = None,
-        run_dir: str | Path | None = None,
-        resume: bool = False,
-        force: bool = False,
-        meta: Mapping[str, Any] | None = None,
+        **options: Unpack[FitOptions],
     ) -> Distiller:
         """Run extract → synthesize → resolve → finalize, each stage writing its artifacts to
         ``run_dir`` before the next starts. ``resume`` continues an interrupted run there;
         ``meta`` is stored in run.json (the CLI keeps its arguments there so ``--resume DIR``
         needs no other flag)."""
         cfg = self._cfg()
-        t, train_ex, val_ex = self._prepare(train, val, task)
+        t, train_ex, val_ex = self._prepare(train, val, options.get("task"))
         acct = Accountant(max_calls=cfg.max_calls, max_cost_usd=cfg.max_cost_usd)
         cache = self._open_cache()
-        with Run(run_dir, acct, resume=resume, force=force) as run:
+        resume, force = options.get("resume", False), options.get("force", False)
+        with Run(options.get("run_dir"), acct, resume=resume, force=force) as run:
             teacher, student, embedder = self._clients(acct, cache)
             run.begin(
                 {
@@ -206,7 +207,7 @@ class Distiller:
                     "val_ids": [e.id for e in val_ex],
                     "phases": {},
                     "cache": str(cache.path) if cache else None,
-                    **(meta or {}),
+                    **(options.get("meta") or {}),
                 }
             )
             self.damaged_artifacts_ = run.damaged

@@ -30,7 +30,7 @@ from pld.metrics import summary
 from pld.models.base import ChatModel, GenOptions, Message
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
-from pld.phases.classify import classify, classify_options, parse_label
+from pld.phases.classify import classify_options, classify_with, parse_label
 from pld.predictions import Item, Prediction, example_items
 from pld.progress import NoProgress, Progress
 from pld.prompts import Prompt, student_prompt
@@ -157,15 +157,8 @@ async def run_method(
         return prompt, await classify_cot(
             triples, prompt, task.labels, student, max_tokens=cot_max_tokens, on_done=on_done
         )
-    preds = await classify(
-        triples,
-        system_prompt=prompt.system,
-        user_template=prompt.user_template,
-        labels=task.labels,
-        student=student,
-        calibrate=calibrate,
-        shots=prompt.shots,
-        on_done=on_done,
+    preds = await classify_with(
+        prompt, triples, task.labels, student, calibrate=calibrate, on_done=on_done
     )
     return prompt, preds
 

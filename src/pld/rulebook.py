@@ -24,7 +24,7 @@ from pld.errors import DataError, RunDirError
 from pld.models.base import ChatModel
 from pld.models.client import ChatClient, Limits
 from pld.models.registry import resolve_chat
-from pld.phases.classify import CONTENT_FREE, classify, label_prior
+from pld.phases.classify import CONTENT_FREE, classify_with, label_prior
 from pld.predictions import Item, Prediction, as_items
 from pld.prompts import Prompt, system_prompt_for
 from pld.rules import InstructionSet, render_markdown
@@ -227,15 +227,8 @@ class Rulebook:
                 student=student,
             )
             self.check_prior(prior, student.identity)
-        return await classify(
-            items,
-            system_prompt=self.system_prompt,
-            user_template=self.user_template,
-            labels=self.labels,
-            student=student,
-            calibrate=False,
-            prior=prior,
-            on_done=on_done,
+        return await classify_with(
+            self.prompt, items, self.labels, student, calibrate=False, prior=prior, on_done=on_done
         )
 
     def predict(

@@ -56,20 +56,8 @@ def start_server(
     return server, root + "/v1"
 
 
-def serve_forever(
-    model: str = "smollm2",
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    n_ctx: int = 8192,
-    slots: int = 1,
-    threads: int = 0,
-) -> None:
-    """Start the server, announce ``LISTENING <base_url>`` on stdout, serve until SIGTERM or
-    Ctrl-C."""
-    server, url = start_server(
-        model, host=host, port=port, n_ctx=n_ctx, slots=slots, threads=threads
-    )
+def serve_until_stopped(server: object, url: str) -> None:
+    """Announce ``LISTENING <base_url>`` on stdout, then serve until SIGTERM or Ctrl-C."""
     sys.stdout.write(f"LISTENING {url}\n")
     sys.stdout.flush()
     stop = threading.Event()
@@ -94,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slots", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args(argv)
-    serve_forever(a.model, host=a.host, port=a.port, n_ctx=a.ctx, slots=a.slots, threads=a.threads)
+    server, url = start_server(
+        a.model, host=a.host, port=a.port, n_ctx=a.ctx, slots=a.slots, threads=a.threads
+    )
+    serve_until_stopped(server, url)
     return 0
 
 

@@ -8,9 +8,9 @@ artifacts (what it writes, what it reads back, what it records in the ledger) si
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from pld.config import DistillConfig
 from pld.errors import TeacherOutputError
@@ -28,6 +28,7 @@ from pld.rundir import RunDir
 from pld.tasks.base import Example, Task
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Extracted = tuple[list[RawRule], list[ExtractionFailure]]
 Synthesized = tuple[InstructionSet, dict[str, Any], list[dict[str, Any]]]  # v0, clusters, noise
@@ -48,29 +49,32 @@ class Fitting:
     run: Run
     progress: Progress | None = None
 
-    def _ticker(self, phase: str, total: int | None) -> Callable[[], None]:
+    async def _shown(
+        self, phase: str, total: int | None, work: Callable[[Callable[[], None]], Awaitable[T]]
+    ) -> T:
+        """Run ``work(tick)`` under a progress bar for ``phase``."""
         prog = self.progress or NoProgress()
         prog.start(phase, total)
-        return lambda: prog.advance(phase)
-
-    def _end(self, phase: str) -> None:
-        (self.progress or NoProgress()).end(phase)
+        out = await work(lambda: prog.advance(phase))
+        prog.end(phase)
+        return out
 
     async def extract(self) -> Extracted:
         """Phase 1: one rule per training example (or a recorded failure)."""
 
-        async def produce() -> Extracted:
-            tick = self._ticker("extract", len(self.train))
-            out = await extract(
-                self.task,
-                self.train,
-                self.teacher,
-                max_attempts=self.cfg.extract_max_attempts,
-                max_tokens=self.cfg.extract_max_tokens,
-                on_done=tick,
+        def produce() -> Awaitable[Extracted]:
+            return self._shown(
+                "extract",
+                len(self.train),
+                lambda tick: extract(
+                    self.task,
+                    self.train,
+                    self.teacher,
+                    max_attempts=self.cfg.extract_max_attempts,
+                    max_tokens=self.cfg.extract_max_tokens,
+                    on_done=tick,
+                ),
             )
-            self._end("extract")
-            return out
 
         def load(rd: RunDir) -> Extracted:
             return (
@@ -108,23 +112,25 @@ class Fitting:
         cfg = self.cfg
 
         async def produce() -> Synthesized:
-            tick = self._ticker("synthesize", None)
-            syn = await synthesize(
-                self.task,
-                rules,
-                self.embedder,
-                self.teacher,
-                eps=cfg.eps,
-                min_samples=cfg.min_samples,
-                algorithm=cfg.cluster_algorithm,
-                auto_eps=cfg.auto_eps,
-                by_label=cfg.cluster_by_label,
-                budget_tokens=cfg.consolidate_budget_tokens,
-                max_tokens=cfg.consolidate_max_tokens,
-                seed=cfg.seed,
-                on_done=tick,
+            syn = await self._shown(
+                "synthesize",
+                None,
+                lambda tick: synthesize(
+                    self.task,
+                    rules,
+                    self.embedder,
+                    self.teacher,
+                    eps=cfg.eps,
+                    min_samples=cfg.min_samples,
+                    algorithm=cfg.cluster_algorithm,
+                    auto_eps=cfg.auto_eps,
+                    by_label=cfg.cluster_by_label,
+                    budget_tokens=cfg.consolidate_budget_tokens,
+                    max_tokens=cfg.consolidate_max_tokens,
+                    seed=cfg.seed,
+                    on_done=tick,
+                ),
             )
-            self._end("synthesize")
             c = syn.clustering
             clusters = {
                 "algorithm": c.algorithm,
@@ -186,21 +192,22 @@ class Fitting:
             if self.run.dir is not None:
                 self.run.dir.write_jsonl("rounds.jsonl", rounds)
 
-        async def produce() -> Resolved:
-            tick = self._ticker("resolve", None)
-            out = await resolve(
-                self.task,
-                v0,
-                self.train,
-                self.val,
-                self.student,
-                self.teacher,
-                settings,
-                on_round=on_round,
-                on_done=tick,
+        def produce() -> Awaitable[Resolved]:
+            return self._shown(
+                "resolve",
+                None,
+                lambda tick: resolve(
+                    self.task,
+                    v0,
+                    self.train,
+                    self.val,
+                    self.student,
+                    self.teacher,
+                    settings,
+                    on_round=on_round,
+                    on_done=tick,
+                ),
             )
-            self._end("resolve")
-            return out
 
         def load(rd: RunDir) -> Resolved:
             return (

@@ -14,16 +14,9 @@ from pld.errors import BudgetExceeded, ConfigError, NotFittedError, RunDirError
 from pld.models.fake import HashEmbedder
 from pld.rundir import FILES
 from pld.tasks.base import stratified_split
-from tests.fakes import make_student, make_task, make_teacher
+from tests.fakes import SCRIPTED_CFG, make_student, make_task, make_teacher
 
-CFG = DistillConfig(
-    min_samples=3,
-    eps=0.3,
-    max_rounds=2,
-    resolve_train_sample=12,
-    teacher_concurrency=2,
-    calibrate=False,
-)
+CFG = SCRIPTED_CFG.with_overrides(calibrate=False)
 
 
 def _split():  # type: ignore[no-untyped-def]

@@ -13,9 +13,10 @@ import click
 @click.option("--slots", default=1, show_default=True)
 def serve(model: str, host: str, port: int, ctx: int, slots: int) -> None:
     """Serve a GGUF over an OpenAI-compatible HTTP API (chat + embeddings)."""
-    from pld.serve import serve_forever
+    from pld.serve import serve_until_stopped, start_server
 
-    serve_forever(model, host=host, port=port, n_ctx=ctx, slots=slots)
+    server, url = start_server(model, host=host, port=port, n_ctx=ctx, slots=slots)
+    serve_until_stopped(server, url)
 
 
 COMMANDS = [serve]

@@ -26,7 +26,7 @@ from pld.errors import ContextOverflow
 from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient
 from pld.predictions import OVERFLOW, Item, Prediction
-from pld.prompts import Shot
+from pld.prompts import Prompt, Shot
 from pld.tasks.base import render_template, template_fields
 
 _STRIP = re.compile(r"^[\s\"'`*_\[(]+|[\s\"'`*_.!\])]+$")
@@ -188,3 +188,27 @@ async def classify(
         return p
 
     return await gather_all(one(it) for it in items)
+
+
+async def classify_with(
+    prompt: Prompt,
+    items: Sequence[Item],
+    labels: Sequence[str],
+    student: ChatClient,
+    *,
+    calibrate: bool = True,
+    prior: Mapping[str, float] | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> list[Prediction]:
+    """``classify`` with a whole ``Prompt`` (system prompt, user template, demonstrations)."""
+    return await classify(
+        items,
+        system_prompt=prompt.system,
+        user_template=prompt.user_template,
+        labels=labels,
+        student=student,
+        calibrate=calibrate,
+        shots=prompt.shots,
+        on_done=on_done,
+        prior=prior,
+    )
