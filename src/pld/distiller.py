@@ -224,18 +224,22 @@ class Distiller:
     # -- the fitted rulebook, as the estimator's learned state --------------------------------
     @property
     def task_(self) -> Task:
+        """The task spec the rulebook was fitted for."""
         return self._fitted().task
 
     @property
     def instructions_(self) -> InstructionSet:
+        """The final instruction set (after resolve)."""
         return self._fitted().instructions
 
     @property
     def system_prompt_(self) -> str:
+        """The exact system prompt the student is sent."""
         return self._fitted().system_prompt
 
     @property
     def user_template_(self) -> str:
+        """The template each input is rendered through."""
         return self._fitted().user_template
 
     def _fitted(self) -> Rulebook:

@@ -35,6 +35,8 @@ class BackendError(PLDError):
 
 
 class BackendTimeout(BackendError):
+    """The backend did not answer in time (retried)."""
+
     retryable = True
 
 
@@ -45,6 +47,8 @@ class BackendUnavailable(BackendError):
 
 
 class RateLimited(BackendError):
+    """HTTP 429: retried after ``retry_after`` seconds when the server says."""
+
     retryable = True
 
     def __init__(

@@ -216,9 +216,11 @@ class Comparison:
 
     @property
     def n(self) -> int:
+        """How many items every method was scored on."""
         return len(self.item_ids)
 
     def to_json(self) -> dict[str, Any]:
+        """results.json as pld compare writes it."""
         return {
             "task": self.task,
             "n": self.n,

@@ -37,19 +37,23 @@ class Prediction:
 
     @property
     def valid(self) -> bool:
+        """The answer was exactly one label."""
         return self.label is not None
 
     @property
     def correct(self) -> bool:
+        """The answer is the gold label (an invalid answer never is)."""
         return self.label is not None and self.label == self.gold
 
     def to_json(self) -> dict[str, Any]:
+        """One line of a predictions JSONL file."""
         d = asdict(self)
         d["valid"] = self.valid
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Prediction:
+        """Back from a predictions line (extra keys such as ``valid`` ignored)."""
         keys = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in keys})
 

@@ -9,9 +9,14 @@ from typing import Protocol
 class Progress(Protocol):
     """``start`` a named bar (``total`` None when unknown), ``advance`` it, ``end`` it."""
 
-    def start(self, phase: str, total: int | None) -> None: ...
-    def advance(self, phase: str, n: int = 1) -> None: ...
-    def end(self, phase: str) -> None: ...
+    def start(self, phase: str, total: int | None) -> None:
+        """Begin ``phase``."""
+
+    def advance(self, phase: str, n: int = 1) -> None:
+        """``n`` more units of ``phase`` are done."""
+
+    def end(self, phase: str) -> None:
+        """``phase`` is over."""
 
 
 class NoProgress:

@@ -89,6 +89,7 @@ def extract_prompt(
     rendered_input: str,
     gold: str,
 ) -> str:
+    """Phase 1: ask for the reasoning behind the gold label and one general rule."""
     return (
         f"Task: {description}\n\nLabels:\n{label_block(labels, descriptions)}\n\n"
         f"{fence(rendered_input)}\n\n"
@@ -103,6 +104,7 @@ def extract_prompt(
 
 
 def consolidate_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """Phase 2 reply: topic, instruction text and the labels it decides."""
     return {
         "type": "object",
         "properties": {
@@ -126,6 +128,7 @@ def consolidate_prompt(
     descriptions: Mapping[str, str],
     rules: Sequence[tuple[str, str]],
 ) -> str:
+    """Phase 2: merge one cluster of (label, rule) pairs into one instruction."""
     listed = "\n".join(f"- ({lab}) {text}" for lab, text in rules)
     return (
         f"Task: {description}\n\nLabels:\n{label_block(labels, descriptions)}\n\n"
@@ -142,6 +145,7 @@ def consolidate_prompt(
 
 
 def resolve_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """Phase 3 reply: a diagnosis and up to six edits."""
     return {
         "type": "object",
         "properties": {
@@ -179,6 +183,7 @@ def resolve_prompt(
     failures: Sequence[tuple[str, str, str]],
     successes: Sequence[tuple[str, str]],
 ) -> str:
+    """Phase 3: the rules, the student's failures and successes; ask for edits."""
     fails = "\n\n".join(
         f"{fence(text)}\ncorrect: {gold}; the classifier answered: {pred}"
         for text, gold, pred in failures

@@ -121,6 +121,7 @@ class Rulebook:
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """The task's labels, in order (the student's closed choice)."""
         return self.task.labels
 
     @property

@@ -20,6 +20,8 @@ ANSWER_LINE = "Answer with exactly one label from: {labels}. Reply with the labe
 
 @dataclass(frozen=True)
 class Instruction:
+    """One rule of the rulebook, with where it came from (``sources``) and what changed it."""
+
     id: str
     topic: str
     text: str
@@ -28,6 +30,7 @@ class Instruction:
     history: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """The instruction as instructions.json stores it."""
         return {
             "id": self.id,
             "topic": self.topic,
@@ -39,6 +42,7 @@ class Instruction:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Instruction:
+        """Back from instructions.json; a malformed record is a DataError."""
         try:
             return cls(
                 id=str(d["id"]),
@@ -64,6 +68,7 @@ class Edit:
     labels: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """The edit as the round records (rounds.jsonl) keep it."""
         return {
             "op": self.op,
             "id": self.id,
@@ -76,6 +81,8 @@ class Edit:
 
 @dataclass(frozen=True)
 class InstructionSet:
+    """An immutable, versioned rulebook: every edit returns a new version."""
+
     instructions: tuple[Instruction, ...]
     version: int = 0
     notes: tuple[str, ...] = field(default=())
@@ -89,9 +96,11 @@ class InstructionSet:
         return len(self.instructions)
 
     def get(self, iid: str) -> Instruction | None:
+        """The instruction with id ``iid``, if any."""
         return next((i for i in self.instructions if i.id == iid), None)
 
     def labels_covered(self) -> set[str]:
+        """Labels some instruction decides (the coverage guard checks this)."""
         return {lab for i in self.instructions for lab in i.labels}
 
     def _next_id(self) -> str:
@@ -176,6 +185,7 @@ class InstructionSet:
 
     # -- serialisation -----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
+        """The set as instructions.json stores it."""
         return {
             "version": self.version,
             "notes": list(self.notes),
@@ -184,6 +194,7 @@ class InstructionSet:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> InstructionSet:
+        """Back from instructions.json; anything else is a DataError."""
         if not isinstance(d, Mapping) or "instructions" not in d:
             raise DataError("not an instruction set: missing 'instructions'")
         return cls(
@@ -193,6 +204,7 @@ class InstructionSet:
         )
 
     def dumps(self) -> str:
+        """instructions.json text (stable: indented, UTF-8, newline-terminated)."""
         return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
 
 

@@ -53,6 +53,7 @@ class Run:
 
     @property
     def path(self) -> Path | None:
+        """The run directory, or None for a fit kept in memory."""
         return self.dir.path if self.dir is not None else None
 
     def __enter__(self) -> Run:

@@ -100,15 +100,19 @@ class RunDir:
         return self.path / name
 
     def exists(self, name: str) -> bool:
+        """Whether artifact ``name`` is on disk."""
         return self.file(name).exists()
 
     def write_text(self, name: str, text: str) -> None:
+        """Write ``text`` exactly (no newline translation), atomically."""
         atomic_write(self.file(name), text)
 
     def write_json(self, name: str, obj: Any) -> None:
+        """Write indented UTF-8 JSON, atomically."""
         atomic_write(self.file(name), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
     def write_jsonl(self, name: str, rows: Iterable[Any]) -> None:
+        """Write one JSON object per line, atomically."""
         atomic_write(
             self.file(name),
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
@@ -124,6 +128,7 @@ class RunDir:
             raise RunDirError(f"{p} is unreadable ({e}); rerun with --resume to rebuild it") from e
 
     def read_json(self, name: str) -> Any:
+        """Read a JSON artifact; a damaged one is a RunDirError naming the fix."""
         p = self.file(name)
         try:
             return json.loads(p.read_text(encoding="utf-8"))
@@ -134,6 +139,7 @@ class RunDir:
             ) from e
 
     def read_jsonl(self, name: str) -> list[Any]:
+        """Read a JSONL artifact; a damaged one is a RunDirError naming the fix."""
         p = self.file(name)
         try:
             return [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]

@@ -47,6 +47,7 @@ class TaskRef:
         )
 
     def load(self) -> Task:
+        """Load the task as the flags describe it."""
         return load_task(
             self.ref,
             description=self.description,

@@ -35,6 +35,7 @@ class Boundary(click.Group):
     status 2; Ctrl-C says how to continue and exits 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; translate what escapes it (the one place that does)."""
         try:
             return super().invoke(ctx)
         except PLDError as e:
@@ -67,13 +68,16 @@ class RichProgress:
         self._p.stop()
 
     def start(self, phase: str, total: int | None) -> None:
+        """Add a bar (``total`` None: no known end)."""
         self._ids[phase] = self._p.add_task(phase, total=total)
 
     def advance(self, phase: str, n: int = 1) -> None:
+        """Move the bar on; an unknown phase is ignored."""
         if phase in self._ids:
             self._p.advance(self._ids[phase], n)
 
     def end(self, phase: str) -> None:
+        """Mark the bar complete at what was done."""
         if phase in self._ids:
             t = self._p.tasks[self._ids[phase]]
             self._p.update(self._ids[phase], total=t.completed)
@@ -87,6 +91,7 @@ def open_cache(path: str | None, no_cache: bool) -> Cache | None:
 
 
 def summary_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:
+    """A two-column key/value table (the summaries of distill and demo)."""
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()

@@ -201,11 +201,6 @@ def get_engine(cfg: EngineConfig) -> LlamaEngine:
         return eng
 
 
-def close_engines() -> None:
-    with _ENGINES_LOCK:
-        _ENGINES.clear()
-
-
 def _gbnf_literal(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 

@@ -37,6 +37,7 @@ class TeacherAnswer(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """Whether the teacher gave a valid reply."""
         return self.value is not None
 
 

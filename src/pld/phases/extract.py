@@ -30,6 +30,7 @@ class RawRule:
     attempts: int
 
     def to_json(self) -> dict[str, Any]:
+        """One line of rules.jsonl."""
         return asdict(self)
 
 
@@ -44,6 +45,7 @@ class ExtractionFailure:
     last_output: str
 
     def to_json(self) -> dict[str, Any]:
+        """One line of extraction_failures.jsonl."""
         return asdict(self)
 
 

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClusteringResult:
+    """Which cluster each rule fell in, and the settings (chosen or given) that did it."""
+
     assignments: tuple[int, ...]  # cluster index per rule, -1 = noise
     eps: float
     min_samples: int
@@ -44,11 +46,14 @@ class ClusteringResult:
 
     @property
     def n_clusters(self) -> int:
+        """Clusters found (noise excluded)."""
         return len({a for a in self.assignments if a >= 0})
 
 
 @dataclass
 class SynthesisResult:
+    """The v0 instruction set with the records clusters.json and noise_rules.jsonl keep."""
+
     instructions: InstructionSet
     clustering: ClusteringResult
     clusters: list[dict[str, Any]] = field(default_factory=list)
