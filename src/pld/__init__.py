@@ -1,8 +1,7 @@
 """pld — Prompt-Level Distillation: distil a teacher LLM's reasoning into an auditable rulebook
 that a small student LLM follows zero-shot."""
 
-__version__ = "0.1.0"
-
+from pld._version import __version__
 from pld.config import DistillConfig
 from pld.distiller import Distiller
 from pld.errors import (
@@ -17,6 +16,8 @@ from pld.errors import (
     RateLimited,
     TeacherOutputError,
 )
+from pld.predictions import Prediction
+from pld.rulebook import Rulebook
 from pld.rules import Instruction, InstructionSet
 from pld.tasks import Example, Task, load_records, load_task, stratified_split
 
@@ -34,7 +35,9 @@ __all__ = [
     "InstructionSet",
     "NotFittedError",
     "PLDError",
+    "Prediction",
     "RateLimited",
+    "Rulebook",
     "Task",
     "TeacherOutputError",
     "__version__",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
-from pld import __version__
 from pld._async import run_sync
+from pld._version import __version__
 from pld.cache import Cache, default_cache_path
 from pld.config import DistillConfig
 from pld.errors import ConfigError, NotFittedError

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pld import __version__
 from pld._async import run_sync
+from pld._version import __version__
 from pld.cache import Cache
 from pld.errors import DataError, RunDirError
 from pld.models.base import ChatModel

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from pld import __version__
+from pld._version import __version__
 from pld.cli._common import Boundary
 
 
