@@ -4,8 +4,10 @@ classifier double whose every step a test can hold and release."""
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from pld.errors import BackendResponseError
 from pld.phases.classify import Prediction
 from pld.phases.resolve import system_prompt_for
 from pld.rules import Instruction, InstructionSet
+from pld.service import Running, serve
 from pld.tasks.base import Task
 from tests.fakes import KEYWORDS
 
@@ -107,3 +110,47 @@ class FakeClassifier:
 
 def engine_error() -> BackendResponseError:
     return BackendResponseError("llama.cpp: slot crashed", status=500)
+
+
+SUPPORT_RULES = {
+    "billing": "If the ticket is about a charge, refund, invoice, price or payment method, "
+    "the label is billing.",
+    "technical": "If something in the product does not work (an error, crash, bug or "
+    "slowness), the label is technical.",
+    "account": "If the ticket is about logging in, passwords, the profile or access rights, "
+    "the label is account.",
+    "shipping": "If the ticket is about a delivery, tracking, a lost or damaged parcel or a "
+    "return, the label is shipping.",
+}
+
+
+def support_rules() -> InstructionSet:
+    """Hand-written rules for the built-in support-ticket task (no teacher needed)."""
+    return InstructionSet(
+        tuple(
+            Instruction(f"R{k}", lab, text, (lab,), (f"{lab[:4]}-01",), ())
+            for k, (lab, text) in enumerate(SUPPORT_RULES.items(), 1)
+        ),
+        version=1,
+    )
+
+
+def wait_for(cond: Callable[[], bool]) -> None:
+    """Poll until ``cond`` holds; the deadline only stops a broken test from hanging."""
+    deadline = time.monotonic() + 60
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never held")
+        time.sleep(0.01)
+
+
+def start(app: object) -> tuple[Running, threading.Thread]:
+    ready: queue.Queue[Running] = queue.Queue()
+    th = threading.Thread(
+        target=serve,
+        args=(app, "127.0.0.1", 0),
+        kwargs={"on_ready": ready.put, "log_level": "warning"},
+        daemon=True,
+    )
+    th.start()
+    return ready.get(timeout=60), th
