@@ -16,6 +16,7 @@ import pytest
 from starlette.applications import Starlette
 
 from pld.distiller import Distiller
+from pld.errors import ConfigError, RunDirError
 from pld.models.client import ChatClient
 from pld.service import RunDirClassifier, create_app
 from tests.fakes import make_student, make_task
@@ -384,3 +385,15 @@ async def test_run_dir_classifier_gives_the_labels_of_distiller_predict(tmp_path
     got = [x["label"] for x in r.json()["results"]]
     assert got == [p.label for p in expected]
     assert got[:-1] == [e.label for e in task.examples]  # the rules decide, not the prior
+
+
+def test_bad_run_dir_or_spec_fails_before_any_model_loads(tmp_path: Path) -> None:
+    from pld.models import local
+
+    engines = dict(local._ENGINES)
+    with pytest.raises(RunDirError, match=r"no run\.json"):
+        RunDirClassifier.from_spec(tmp_path / "none", "local:smollm2")
+    run = save_run_dir(tmp_path / "run", make_task(1), synthetic_rules())
+    with pytest.raises(ConfigError, match="unknown model spec"):
+        RunDirClassifier.from_spec(run, "smollm2")
+    assert engines == local._ENGINES  # nothing was loaded

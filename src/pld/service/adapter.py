@@ -24,7 +24,7 @@ from pld.cache import Cache
 from pld.config import DistillConfig
 from pld.distiller import Distiller
 from pld.models.client import ChatClient, Limits
-from pld.models.registry import resolve_chat
+from pld.models.registry import parse_spec, resolve_chat
 from pld.phases.classify import CONTENT_FREE, Prediction, classify_one, label_prior
 from pld.tasks.base import template_fields
 
@@ -68,6 +68,21 @@ class RunDirClassifier:
         self._prior: Mapping[str, float] | None = None
         self._warm = False
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_spec(
+        cls,
+        run_dir: str | Path,
+        spec: str,
+        *,
+        concurrency: int | None = None,
+        cache: Cache | None = None,
+    ) -> RunDirClassifier:
+        """Check the spec and the run directory (cheap) before loading the model (slow), so a
+        typo fails in a moment, not after the engine has loaded."""
+        parse_spec(spec)
+        Distiller.load(run_dir, student=spec)
+        return cls(run_dir, student_client(spec, concurrency=concurrency, cache=cache))
 
     async def warmup(self) -> None:
         async with self._lock:

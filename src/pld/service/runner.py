@@ -13,6 +13,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.applications import Starlette
 
@@ -57,12 +58,14 @@ def serve(
     on_ready: Callable[[Running], None] | None = None,
     graceful_timeout_s: int = 30,
     log_level: str = "info",
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT (or ``Running.stop()``); blocks. Raises the
-    classifier's own error (a ``PLDError``) when warm-up fails, e.g. the engine cannot load."""
+    classifier's own error (a ``PLDError``) when warm-up fails, e.g. the engine cannot load.
+    ``sock``, from ``bind``, overrides host and port."""
     import uvicorn
 
-    sock = bind(host, port)
+    sock = sock or bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     config = uvicorn.Config(
@@ -93,3 +96,44 @@ def serve(
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def run_service(
+    run_dir: str | Path,
+    student: str,
+    *,
+    host: str = LOOPBACK,
+    port: int = 8000,
+    concurrency: int | None = None,
+    token: str | None = None,
+    max_queue: int = 256,
+    max_batch: int = 8,
+    workers: int = 2,
+    max_body_bytes: int = 256 * 1024,
+    max_input_chars: int = 16_000,
+    max_items: int = 64,
+    on_ready: Callable[[Running], None] | None = None,
+    log_level: str = "info",
+) -> None:
+    """Everything ``pld serve RUN_DIR --student SPEC`` does: load the run (a bad run directory
+    or model spec fails here, before binding), build the app, serve until stopped."""
+    from pld.service.adapter import RunDirClassifier
+    from pld.service.app import create_app
+
+    sock = bind(host, port)  # a port in use fails before the model loads
+    try:
+        classifier = RunDirClassifier.from_spec(run_dir, student, concurrency=concurrency)
+    except BaseException:
+        sock.close()
+        raise
+    app = create_app(
+        classifier,
+        max_queue=max_queue,
+        max_batch=max_batch,
+        workers=workers,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        max_input_chars=max_input_chars,
+        max_items=max_items,
+    )
+    serve(app, on_ready=on_ready, log_level=log_level, sock=sock)
