@@ -422,3 +422,15 @@ def test_output_and_error_lines_have_the_openai_shape() -> None:
     }
     err = error_line("pld-x", "c", "m")
     assert err["response"] is None and err["error"] == {"code": "c", "message": "m"}
+
+
+def test_an_exported_batch_holds_no_key_and_no_base_url(tmp_path: Path) -> None:
+    model = OpenAIChatModel("gpt-x", base_url="http://user:pw@127.0.0.1:1/v1", api_key="sk-SECRET")
+    client = ChatClient(model, role="teacher", cache=Cache(tmp_path / "c.sqlite"))
+    coll = BatchCollector.attach(client, tmp_path / "b", run_id="r")
+    asyncio.run(defer_all(client, (0,)))
+    bf = coll.flush("extract")
+    for p in (bf.path, bf.manifest):
+        text = p.read_text()
+        assert "SECRET" not in text and "127.0.0.1" not in text and "pw" not in text
+    assert lines(bf.path)[0]["body"]["model"] == "gpt-x"
