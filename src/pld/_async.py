@@ -6,16 +6,22 @@ import asyncio
 from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, TypeVar
 
+from pld.errors import TeacherDeferred
+
 T = TypeVar("T")
 
 
 async def gather_all(coros: Iterable[Awaitable[T]]) -> list[T]:
     """Like ``asyncio.gather``, but when one call fails the others finish first, so every
-    completed call reaches the cache before the error propagates (resume re-pays nothing)."""
+    completed call reaches the cache before the error propagates (resume re-pays nothing).
+
+    In teacher batch mode every item gets to record its deferred request before the phase
+    stops; a real failure outranks a deferral so it is never hidden behind "batch pending"."""
     done = await asyncio.gather(*coros, return_exceptions=True)
-    for d in done:
-        if isinstance(d, BaseException):
-            raise d
+    errors = [d for d in done if isinstance(d, BaseException)]
+    if errors:
+        real = [e for e in errors if not isinstance(e, TeacherDeferred)]
+        raise (real or errors)[0]
     return list(done)  # type: ignore[arg-type]
 
 

@@ -125,6 +125,15 @@ class Cache:
                 (key, blob, time.time()),
             )
 
+    def put_completions(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Store many completions in ONE transaction: a batch import lands whole or not at all."""
+        now = time.time()
+        rows = [(k, json.dumps(v, sort_keys=True, ensure_ascii=False), now) for k, v in items]
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO completions(key, value, created) VALUES (?,?,?)", rows
+            )
+
     def delete_completion(self, key: str) -> None:
         with self._lock, self._conn:
             self._conn.execute("DELETE FROM completions WHERE key=?", (key,))

@@ -79,6 +79,32 @@ class TeacherOutputError(PLDError):
     """The teacher's reply did not parse or violated the schema after all re-asks."""
 
 
+class TeacherDeferred(PLDError):
+    """Batch mode: a teacher request missed the cache and was recorded for the next batch file
+    instead of being sent. A phase lets every item run to this point (``gather_all``), so the
+    batch holds all of the phase's requests; then the run stops with ``TeacherBatchPending``."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class TeacherBatchPending(PLDError):
+    """Batch mode: a request file was written and the run waits for its results. Not a
+    failure: the CLI exits with ``exit_code`` (75, EX_TEMPFAIL: "try again later")."""
+
+    exit_code = 75
+
+
+class BatchImportError(PLDError):
+    """A batch results file failed validation; nothing was imported. The message lists every
+    bad line as FILE:LINE: problem; ``problems`` holds them all."""
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 class NotFittedError(PLDError):
     """``predict`` was called on a Distiller that has not been fitted or loaded."""
 

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -276,6 +276,14 @@ def _err_kwargs(e: BackendError) -> dict[str, Any]:
     return kw
 
 
+class MissHandler(Protocol):
+    """Consulted on a cache miss before any call is made. Teacher batch mode
+    (``pld.batch.BatchCollector``) records the request there and raises ``TeacherDeferred``
+    instead of calling the model; returning normally lets the call go ahead."""
+
+    def on_miss(self, key: str, messages: Sequence[Message], options: GenOptions) -> None: ...
+
+
 class ChatClient:
     """A ``ChatModel`` with cache, limits, retries and accounting around it."""
 
@@ -289,9 +297,11 @@ class ChatClient:
         limits: Limits | None = None,
         price: Price | None = None,
         seed: int = 0,
+        on_miss: MissHandler | None = None,
     ) -> None:
         self.model = model
         self.role = role
+        self.on_miss = on_miss
         self.accountant = accountant or Accountant()
         self.cache = cache
         self.limits = limits or Limits()
@@ -327,6 +337,8 @@ class ChatClient:
             if hit is not None:
                 self.accountant.record_hit(self.role)
                 return Completion.from_json(hit, cached=True)
+        if self.on_miss is not None:
+            self.on_miss.on_miss(key, messages, options)
 
         async def call() -> Completion:
             return await self.model.complete(messages, options)

@@ -217,8 +217,16 @@ class LocalChatModel:
         n_threads: int = 0,
         flash_attn: str = "off",
         slot_save_path: str = "",
+        cache_prompt: bool = True,
     ) -> None:
+        """``cache_prompt=False`` evaluates every prompt from scratch. llama.cpp's prompt
+        cache reuses the slot's KV for a shared prefix, and the re-evaluated suffix can differ
+        in the last float bits, enough to flip a near-tied greedy token: with it on, an answer
+        depends on which request ran before. Off, the same request gives the same answer in any
+        order (a teacher batch answered locally then equals the live run), at the cost of
+        re-reading each prompt."""
         path = resolve_model_path(model)
+        self.cache_prompt = cache_prompt
         self._identity = "local:" + file_identity(path)
         self.engine = get_engine(
             EngineConfig(
@@ -253,6 +261,8 @@ class LocalChatModel:
             "temperature": options.temperature,
             "seed": options.seed if options.seed is not None else -1,
         }
+        if not self.cache_prompt:
+            req["cache_prompt"] = False
         if options.stop:
             req["stop"] = list(options.stop)
         if options.logprobs:

@@ -130,80 +130,125 @@ class _OpenAIBase:
         return f"{type(self).__name__}(model={self.model!r}, dialect={self.dialect!r})"
 
 
+def _constraint(options: GenOptions, dialect: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if options.json_schema is not None:
+        schema = dict(options.json_schema)
+        if dialect == "openai":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema},
+            }
+        elif dialect == "llamacpp":
+            extra["json_schema"] = schema
+        else:
+            extra["guided_json"] = schema
+    elif options.choices is not None:
+        if dialect == "llamacpp":
+            extra["grammar"] = "root ::= " + " | ".join(
+                '"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in options.choices
+            )
+        elif dialect == "vllm":
+            extra["guided_choice"] = list(options.choices)
+    return kwargs, extra
+
+
+def request_parts(
+    model: str, messages: Sequence[Message], options: GenOptions, dialect: str = "openai"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chat request as (SDK keyword arguments, dialect fields for ``extra_body``).
+
+    Pure, so the live call and a batch export (``pld.batch``) send byte-identical bodies: a
+    reply imported from a batch then answers exactly the question a live call would have asked.
+    """
+    kwargs, extra = _constraint(options, dialect)
+    kwargs = {
+        "model": model,
+        "messages": [m.to_dict() for m in messages],
+        "max_tokens": options.max_tokens,
+        "temperature": options.temperature,
+        **kwargs,
+    }
+    if options.stop:
+        kwargs["stop"] = list(options.stop)
+    if options.seed is not None:
+        kwargs["seed"] = options.seed
+    if options.logprobs:
+        kwargs["logprobs"] = True
+        kwargs["top_logprobs"] = 5
+    return kwargs, extra
+
+
+def request_body(
+    model: str, messages: Sequence[Message], options: GenOptions, dialect: str = "openai"
+) -> dict[str, Any]:
+    """The JSON body the SDK puts on the wire (it merges ``extra_body`` at the top level)."""
+    kwargs, extra = request_parts(model, messages, options, dialect)
+    return {**kwargs, **extra}
+
+
+def completion_from_body(
+    body: Mapping[str, Any], *, options: GenOptions, identity: str, latency_s: float
+) -> Completion:
+    """A ``chat.completion`` JSON body → pld's Completion. Shared by the live call and the
+    batch import so a cached reply has the same shape whichever way it arrived. Raises
+    ``BackendResponseError`` on a body without a usable first choice."""
+    what = identity or "chat completion"
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        raise BackendResponseError(f"{what}: reply has no choices", status=502)
+    ch = choices[0]
+    msg = ch.get("message")
+    if not isinstance(msg, Mapping):
+        raise BackendResponseError(f"{what}: reply's first choice has no message", status=502)
+    text = msg.get("content") or ""
+    if not isinstance(text, str):
+        raise BackendResponseError(f"{what}: reply content is not a string", status=502)
+    try:
+        u = body.get("usage") or {}
+        details = u.get("prompt_tokens_details") or {}
+        usage = Usage(
+            prompt_tokens=int(u.get("prompt_tokens") or 0),
+            completion_tokens=int(u.get("completion_tokens") or 0),
+            cached_prompt_tokens=int(details.get("cached_tokens") or 0),
+        )
+        token_lp = None
+        lp = ch.get("logprobs") or {}
+        if options.logprobs and lp.get("content"):
+            token_lp = tuple(
+                TokenLogprob(str(t["token"]), float(t["logprob"])) for t in lp["content"]
+            )
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise BackendResponseError(f"{what}: malformed usage or logprobs: {e}", status=502) from e
+    return Completion(
+        text=text,
+        finish_reason=str(ch.get("finish_reason") or "stop"),
+        usage=usage,
+        latency_s=latency_s,
+        token_logprobs=token_lp,
+        model=identity,
+    )
+
+
 class OpenAIChatModel(_OpenAIBase):
     @property
     def identity(self) -> str:
         return f"openai:{self.model}"
 
-    def _constraint(self, options: GenOptions) -> tuple[dict[str, Any], dict[str, Any]]:
-        kwargs: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        if options.json_schema is not None:
-            schema = dict(options.json_schema)
-            if self.dialect == "openai":
-                kwargs["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": schema},
-                }
-            elif self.dialect == "llamacpp":
-                extra["json_schema"] = schema
-            else:
-                extra["guided_json"] = schema
-        elif options.choices is not None:
-            if self.dialect == "llamacpp":
-                extra["grammar"] = "root ::= " + " | ".join(
-                    '"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in options.choices
-                )
-            elif self.dialect == "vllm":
-                extra["guided_choice"] = list(options.choices)
-        return kwargs, extra
-
     async def complete(self, messages: Sequence[Message], options: GenOptions) -> Completion:
-        kwargs, extra = self._constraint(options)
-        if options.stop:
-            kwargs["stop"] = list(options.stop)
-        if options.seed is not None:
-            kwargs["seed"] = options.seed
-        if options.logprobs:
-            kwargs["logprobs"] = True
-            kwargs["top_logprobs"] = 5
+        kwargs, extra = request_parts(self.model, messages, options, self.dialect)
         t0 = time.perf_counter()
         try:
             async with self._client() as client:
-                resp = await client.chat.completions.create(
-                    model=self.model,
-                    messages=[m.to_dict() for m in messages],  # type: ignore[misc]
-                    max_tokens=options.max_tokens,
-                    temperature=options.temperature,
-                    extra_body=extra or None,
-                    **kwargs,
-                )
+                resp = await client.chat.completions.create(extra_body=extra or None, **kwargs)
         except openai.OpenAIError as e:
             raise map_openai_error(e, what=f"{self.identity}", key_env=self.api_key_env) from e
         latency = time.perf_counter() - t0
-        if not resp.choices:
-            raise BackendResponseError(f"{self.identity}: reply has no choices", status=502)
-        ch = resp.choices[0]
-        text = ch.message.content or ""
-        u = resp.usage
-        cached = 0
-        if u is not None and u.prompt_tokens_details is not None:
-            cached = int(u.prompt_tokens_details.cached_tokens or 0)
-        usage = Usage(
-            prompt_tokens=int(u.prompt_tokens) if u else 0,
-            completion_tokens=int(u.completion_tokens) if u else 0,
-            cached_prompt_tokens=cached,
-        )
-        token_lp = None
-        if options.logprobs and ch.logprobs is not None and ch.logprobs.content:
-            token_lp = tuple(TokenLogprob(t.token, float(t.logprob)) for t in ch.logprobs.content)
-        return Completion(
-            text=text,
-            finish_reason=str(ch.finish_reason or "stop"),
-            usage=usage,
-            latency_s=latency,
-            token_logprobs=token_lp,
-            model=self.identity,
+        # The SDK builds its models without validation; dump without serializer warnings.
+        body = resp.model_dump(warnings=False)
+        return completion_from_body(
+            body, options=options, identity=self.identity, latency_s=latency
         )
 
 
