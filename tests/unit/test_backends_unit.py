@@ -47,6 +47,47 @@ def test_bad_specs_are_rejected(spec: str, match: str) -> None:
         resolve_chat(spec)
 
 
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("local:smollm2?slots=0", r"slots=0 .* slots \(parallel sequences\) must be >= 1"),
+        ("local:smollm2?slots=-3", r"slots=-3 .*must be >= 1 and <= 64"),
+        ("local:smollm2?threads=-1", r"threads=-1 .*0 = all cores"),
+        ("local:smollm2?ctx=-1", r"ctx=-1 .*must be >= 256"),
+        ("local:smollm2?ctx=0", r"ctx=0 .*must be >= 256"),
+        ("local:smollm2?ctx=99999999", r"<= 1048576"),
+        ("local:smollm2?flash_attn=yes", r"flash_attn='yes' .*must be one of: off, on, auto"),
+        ("openai:m@http://127.0.0.1:9/v1?timeout=0", r"timeout=0.0 .*must be > 0"),
+        ("openai:m@http://127.0.0.1:9/v1?timeout=-5", r"timeout=-5.0 .*must be > 0"),
+        ("openai:m@http://127.0.0.1:9/v1?timeout=nan", r"timeout=nan .*out of range"),
+        ("openai:m@http://127.0.0.1:9/v1?timeout=inf", r"timeout=inf .*out of range"),
+        ("openai:m@http://127.0.0.1:9/v1?dialect=tgi", r"dialect='tgi' .*one of: openai"),
+        ("openai:m@http://127.0.0.1:9/v1?key_env=", r"key_env='' .*environment variable"),
+    ],
+)
+def test_numeric_spec_options_have_ranges(spec: str, match: str) -> None:
+    """Issue #11.2: slots=0 loaded an engine that then waited forever for a free slot."""
+    with pytest.raises(ConfigError, match=match):
+        parse_spec(spec)
+    with pytest.raises(ConfigError, match=match):  # before any engine is loaded
+        resolve_chat(spec)
+
+
+def test_engine_config_and_clients_check_ranges_too() -> None:
+    """The library path (no spec string) is held to the same ranges."""
+    from pld.models.local import EngineConfig
+    from pld.serve import start_server
+
+    with pytest.raises(ConfigError, match="slots"):
+        EngineConfig("/x.gguf", n_parallel=0)
+    with pytest.raises(ConfigError, match="threads"):
+        EngineConfig("/x.gguf", n_threads=-1)
+    with pytest.raises(ConfigError, match="timeout"):
+        OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", timeout_s=0)
+    with pytest.raises(ConfigError, match="slots"):
+        start_server(slots=0)
+
+
 def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):

@@ -11,14 +11,17 @@ Options after ``?`` are validated: an unknown one is an error, never silently ig
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from pld.errors import ConfigError
-from pld.models.base import ChatModel, Embedder
+from pld.models.base import OPTION_RANGES, ChatModel, Embedder, check_option
 
 _LOCAL_OPTS = {"ctx": int, "slots": int, "threads": int, "flash_attn": str}
 _OPENAI_OPTS = {"dialect": str, "key_env": str, "timeout": float}
+_CHOICES = {"flash_attn": ("off", "on", "auto"), "dialect": ("openai", "llamacpp", "vllm")}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SPEC_HELP = (
     "model specs look like local:smollm2, local:/path/model.gguf, openai:MODEL or "
     "openai:MODEL@http://host:port/v1"
@@ -49,10 +52,7 @@ def parse_spec(spec: str) -> Spec:
             raise ConfigError(
                 f"unknown option {k!r} in {spec!r}; {backend} accepts: {', '.join(allowed)}"
             )
-        try:
-            opts[k] = allowed[k](v)
-        except ValueError as e:
-            raise ConfigError(f"option {k}={v!r} in {spec!r} is not a {allowed[k].__name__}") from e
+        opts[k] = _option_value(k, v, allowed[k], spec)
     base_url = None
     model = rest
     if backend == "openai" and "@" in rest:
@@ -62,6 +62,28 @@ def parse_spec(spec: str) -> Spec:
     if not model:
         raise ConfigError(f"model spec {spec!r} names no model; {SPEC_HELP}")
     return Spec(backend, model, base_url, opts)
+
+
+def _option_value(name: str, raw: str, kind: type, spec: str) -> object:
+    """Convert and range-check one spec option, so a bad value fails at once, naming the
+    option and what it accepts, instead of inside the engine."""
+    where = f" in {spec!r}"
+    try:
+        value = kind(raw)
+    except ValueError as e:
+        raise ConfigError(f"option {name}={raw!r}{where} is not a {kind.__name__}") from e
+    if name in OPTION_RANGES:
+        check_option(name, value, where)
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ConfigError(
+            f"option {name}={raw!r}{where} must be one of: {', '.join(_CHOICES[name])}"
+        )
+    if name == "key_env" and not _ENV_NAME.fullmatch(raw):
+        raise ConfigError(
+            f"option key_env={raw!r}{where} must name an environment variable (letters, "
+            "digits, _), e.g. key_env=GEMINI_API_KEY"
+        )
+    return value
 
 
 def resolve_chat(spec: str, *, api_key: str | None = None) -> ChatModel:
