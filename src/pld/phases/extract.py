@@ -14,6 +14,7 @@ from typing import Any
 
 from pld._async import gather_all
 from pld.errors import ContextOverflow
+from pld.guards import rule_problem
 from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient
 from pld.prompts import EXTRACT_SCHEMA, TEACHER_SYSTEM, extract_prompt, parse_json_object
@@ -83,6 +84,8 @@ def validate_rule(obj: dict[str, Any], source: str, labels: Sequence[str] = ()) 
     span = copied_span(rule, source)
     if span is not None:
         raise ValueError(f'the rule copies the input verbatim ("{span}"); describe it generally')
+    if (problem := rule_problem(rule, [source], labels)) is not None:
+        raise ValueError(f"the rule was refused: {problem}")
     return reasoning.strip(), " ".join(rule.split())
 
 

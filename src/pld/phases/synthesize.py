@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pld._async import gather_all
+from pld.guards import member_sources, rule_problem
 from pld.models.base import GenOptions, Message
 from pld.models.client import ChatClient, EmbedClient
 from pld.phases.extract import RawRule, condition_words
@@ -264,6 +265,9 @@ async def _consolidate(
             cues = [w for w in condition_words(text, task.labels) if w not in task_words]
             if len(cues) < 3:
                 raise ValueError("the instruction restates the task; name the cues to look for")
+            srcs = member_sources(task, (r.example_id for r in members))
+            if problem := rule_problem(text, srcs, task.labels):
+                raise ValueError(f"the instruction was refused: {problem}")
             labels = tuple(dict.fromkeys(x for x in obj.get("labels", []) if x in task.labels))
             if len(counts) == 1:  # a label-pure cluster decides its own label, whatever is claimed
                 labels = tuple(counts)
@@ -271,7 +275,7 @@ async def _consolidate(
         except (ValueError, TypeError, AttributeError) as e:
             reason = f"{type(e).__name__}: {e}"
     # Fall back to the cluster's most typical rule (recorded), rather than losing the cluster.
-    medoid = max(members, key=lambda r: counts[r.label])
+    medoid = max(members, key=lambda r: (rule_problem(r.rule) is None, counts[r.label]))
     return f"{medoid.label} rule", medoid.rule, majority, reason
 
 
