@@ -24,7 +24,7 @@ from pld.config import DistillConfig
 from pld.errors import ConfigError, PLDError
 from pld.models.base import GenOptions, Message
 from pld.models.client import Accountant, ChatClient, Limits
-from pld.models.registry import SPEC_HELP, resolve_chat
+from pld.models.registry import SPEC_HELP, redact_spec, redact_specs, resolve_chat
 from pld.tasks.base import Example, Task, stratified_sample, stratified_split
 from pld.tasks.files import load_records, load_task
 
@@ -317,7 +317,7 @@ def _distill(
             run_dir=run_dir,
             resume=bool(resume_dir),
             force=force,
-            meta={"cli": cli_args, "test_ids": [e.id for e in sp.test]},
+            meta={"cli": redact_specs(cli_args), "test_ids": [e.id for e in sp.test]},
         )
     wall = time.perf_counter() - t0
     r0 = d.rounds_[0]["val_macro_f1"] if d.rounds_ else float("nan")
@@ -512,7 +512,7 @@ def _evaluate(
     results: dict[str, Any] = {
         "task": task.name,
         "n": len(items),
-        "student": student,
+        "student": redact_spec(student),
         "item_ids": [e.id for e in items],
         "methods": {},
         "notes": list(task.notes),
@@ -547,7 +547,8 @@ def _evaluate(
             if m != "pld":
                 results["methods"][m]["mcnemar_vs_pld"] = mcnemar(p, preds_by["pld"])
     table = Table(
-        title=f"{task.name}: {len(items)} test items, student {student}", title_justify="left"
+        title=f"{task.name}: {len(items)} test items, student {redact_spec(student)}",
+        title_justify="left",
     )
     for col in (
         "method",
@@ -703,7 +704,7 @@ def _demo(out_dir: str, teacher: str, student: str, max_rounds: int) -> None:
     out.print(
         f"[bold]pld demo[/] — task {task.name!r}: {len(task.examples)} tickets, labels "
         f"{', '.join(task.labels)}; split {len(sp.train)}/{len(sp.val)}/{len(sp.test)}; "
-        f"teacher {teacher}, student {student} (all offline)"
+        f"teacher {redact_spec(teacher)}, student {redact_spec(student)} (all offline)"
     )
     cache = Cache(Path(out_dir).parent / "cache.sqlite")
     cfg = DistillConfig(

