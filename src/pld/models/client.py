@@ -152,7 +152,7 @@ class Accountant:
         may fit once they do (the caller waits and asks again), so the worst-case estimate of
         calls in flight does not end a run early."""
         with self._lock:
-            if self.max_cost_usd is not None and self._held_cost > 0:
+            if self.max_cost_usd is not None and self._held_calls > 0:
                 spent = self.total_cost + self.unsettled_cost_usd
                 over_now = spent + self._held_cost + worst_cost > self.max_cost_usd
                 if over_now and spent + worst_cost <= self.max_cost_usd:
@@ -165,7 +165,8 @@ class Accountant:
 
     def _release(self, r: Reservation) -> RoleStats:
         self._held_calls -= 1
-        self._held_cost -= r.cost_usd
+        # reset when idle, so float residue never looks like a call in flight
+        self._held_cost = self._held_cost - r.cost_usd if self._held_calls else 0.0
         s = self._s(r.role, r.phase)
         s.calls += 1
         return s
