@@ -30,8 +30,7 @@ from typing import Any
 import httpx
 
 from bench.common import ROOT, machine, pct, save
-from pld.distiller import Distiller
-from pld.phases.resolve import system_prompt_for
+from pld.rulebook import Rulebook
 from pld.rules import Instruction, InstructionSet
 from pld.tasks.files import load_task
 
@@ -58,13 +57,7 @@ def demo_run_dir(path: Path) -> tuple[Path, list[str]]:
         ),
         version=1,
     )
-    d = Distiller(teacher="local:smollm2", student="local:smollm2", embedder=None)
-    d.task_ = task.with_examples(())
-    d.instructions_ = rules
-    d.system_prompt_ = system_prompt_for(task, rules)
-    d.user_template_ = task.input_template
-    d.run_dir_ = None
-    return d.save(path), [e.fields["text"] for e in task.examples]
+    return Rulebook.build(task, rules).save(path), [e.fields["text"] for e in task.examples]
 
 
 class Server:

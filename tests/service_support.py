@@ -11,10 +11,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pld.distiller import Distiller
 from pld.errors import BackendResponseError
 from pld.phases.classify import Prediction
-from pld.phases.resolve import system_prompt_for
+from pld.rulebook import Rulebook
 from pld.rules import Instruction, InstructionSet
 from pld.service import Running, serve
 from pld.tasks.base import Task
@@ -41,13 +40,7 @@ def synthetic_rules() -> InstructionSet:
 def save_run_dir(path: Path, task: Task, rules: InstructionSet) -> Path:
     """The artifacts ``pld predict`` reads, written by the Distiller itself (no fit: the rules
     are given, so no teacher is needed)."""
-    d = Distiller(teacher="local:smollm2", student="local:smollm2", embedder=None)
-    d.task_ = task.with_examples(())
-    d.instructions_ = rules
-    d.system_prompt_ = system_prompt_for(task, rules)
-    d.user_template_ = task.input_template
-    d.run_dir_ = None
-    return d.save(path)
+    return Rulebook.build(task, rules).save(path)
 
 
 def prediction(label: str | None, raw: str | None = None) -> Prediction:

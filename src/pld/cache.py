@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,26 @@ def default_cache_path() -> Path:
     return Path(base) / "pld" / "cache.sqlite"
 
 
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def _writable(p: Path) -> bool:
+    # os.access says no for a read-only mount even to root; tests mock it to simulate 0444
+    return os.access(p, os.W_OK)
+
+
 class Cache:
-    """Thread-safe within a process (one lock), process-safe through SQLite's WAL locking."""
+    """Thread-safe within a process (one lock), process-safe through SQLite's WAL locking.
+
+    A cache pld cannot write (a 0444 file, a read-only folder or mount) is still read: it is
+    opened read-only, new results are not saved, and that is said once. It is never taken for
+    a damaged one: only a file SQLite finds corrupt or not a database is moved aside."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.recovered_from: Path | None = None
+        self.read_only = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -62,14 +76,49 @@ class Cache:
                 f"cannot create the cache folder {self.path.parent}: {e}; "
                 "pass --cache with a writable path"
             ) from e
+        if not self.path.exists() and not _writable(self.path.parent):
+            raise CacheError(
+                f"cannot create the cache {self.path}: its folder is not writable; pass "
+                "--cache with a writable path, or --no-cache"
+            )
+        if self.path.exists() and not (_writable(self.path) and _writable(self.path.parent)):
+            self._go_read_only("the file or its folder is not writable")
         self._conn = self._open_checked()
 
+    def _go_read_only(self, why: str) -> None:
+        if not self.read_only:
+            self.read_only = True
+            log.warning(
+                "cache %s is read-only (%s): using it to read; new results are not saved",
+                self.path,
+                why,
+            )
+
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect_read_only()
         conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        # A WAL database needs its -shm file; in a folder nobody can write, no writer can exist
+        # either, so the file is opened as immutable (no locks, no -shm).
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+        if not _writable(self.path.parent):
+            uri += "&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=30000")
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"completions", "embeddings"} <= names:
+            conn.close()
+            raise CacheError(
+                f"cache {self.path} is read-only and holds no pld cache; pass --cache with a "
+                "writable path, or --no-cache"
+            )
         return conn
 
     def _open_checked(self) -> sqlite3.Connection:
@@ -81,25 +130,53 @@ class Cache:
                 raise sqlite3.DatabaseError(f"quick_check says {row}")
             return conn
         except sqlite3.DatabaseError as e:
-            # Not a database, truncated, or failing its integrity check: move it aside so no
-            # bad entry is ever served, and start a fresh one. The run re-pays those calls.
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            code = getattr(e, "sqlite_errorname", None)
+            if code is not None and not code.startswith(
+                _DAMAGED
+            ):  # cannot open, read-only, I/O ...
+                raise CacheError(
+                    f"cannot open cache {self.path}: {e}; pass --cache with a usable path, "
+                    "or --no-cache"
+                ) from e
+            return self._move_aside(e)
+
+    def _move_aside(self, e: Exception) -> sqlite3.Connection:
+        # Not a database, truncated, or failing its integrity check: move it aside so no
+        # bad entry is ever served, and start a fresh one. The run re-pays those calls.
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            if self.read_only:
+                raise OSError("the cache is read-only")
             for suffix in ("", "-wal", "-shm"):
                 p = Path(str(self.path) + suffix)
                 if p.exists():
                     p.replace(Path(str(aside) + suffix))
-            log.warning(
-                "cache %s was damaged (%s); moved it to %s and started a new one",
-                self.path,
-                e,
-                aside,
-            )
-            self.recovered_from = aside
-            try:
-                return self._connect()
-            except sqlite3.DatabaseError as e2:
-                raise CacheError(f"cannot open cache {self.path}: {e2}") from e2
+        except OSError as mv:
+            raise CacheError(
+                f"cache {self.path} is damaged ({e}) and cannot be moved aside ({mv}); delete "
+                "it, or pass --cache with another path, or --no-cache"
+            ) from e
+        log.warning(
+            "cache %s was damaged (%s); moved it to %s and started a new one", self.path, e, aside
+        )
+        self.recovered_from = aside
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as e2:
+            raise CacheError(f"cannot open cache {self.path}: {e2}") from e2
+
+    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run a write; on a cache that turns out read-only, warn once and keep reading."""
+        if self.read_only:
+            return
+        try:
+            with self._lock, self._conn:
+                self._conn.executemany(sql, rows)
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorname", "") not in ("SQLITE_READONLY", "SQLITE_CANTOPEN"):
+                raise
+            self._go_read_only(str(e))
 
     # -- completions -------------------------------------------------------------------------
     def get_completion(self, key: str) -> dict[str, Any] | None:
@@ -119,11 +196,10 @@ class Cache:
 
     def put_completion(self, key: str, value: dict[str, Any]) -> None:
         blob = json.dumps(value, sort_keys=True, ensure_ascii=False)
-        with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO completions(key, value, created) VALUES (?,?,?)",
-                (key, blob, time.time()),
-            )
+        self._write(
+            "INSERT OR REPLACE INTO completions(key, value, created) VALUES (?,?,?)",
+            [(key, blob, time.time())],
+        )
 
     def put_completions(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         """Store many completions in ONE transaction: a batch import lands whole or not at all."""
@@ -135,8 +211,7 @@ class Cache:
             )
 
     def delete_completion(self, key: str) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("DELETE FROM completions WHERE key=?", (key,))
+        self._write("DELETE FROM completions WHERE key=?", [(key,)])
 
     # -- embeddings --------------------------------------------------------------------------
     def get_embedding(self, key: str) -> NDArray[np.float32] | None:
@@ -149,8 +224,7 @@ class Cache:
         dim, blob = int(row[0]), bytes(row[1])
         vec = np.frombuffer(blob, dtype=np.float32)
         if vec.shape != (dim,) or not np.all(np.isfinite(vec)):
-            with self._lock, self._conn:
-                self._conn.execute("DELETE FROM embeddings WHERE key=?", (key,))
+            self._write("DELETE FROM embeddings WHERE key=?", [(key,)])
             return None
         return vec.copy()
 
@@ -159,11 +233,9 @@ class Cache:
         rows = [
             (k, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes(), now) for k, v in items
         ]
-        with self._lock, self._conn:
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO embeddings(key, dim, vector, created) VALUES (?,?,?,?)",
-                rows,
-            )
+        self._write(
+            "INSERT OR REPLACE INTO embeddings(key, dim, vector, created) VALUES (?,?,?,?)", rows
+        )
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -21,7 +21,7 @@ from pld.config import DistillConfig
 from pld.errors import ConfigError, NotFittedError
 from pld.models.base import ChatModel, Embedder
 from pld.models.client import Accountant, ChatClient, EmbedClient, Limits, Price
-from pld.models.registry import SPEC_HELP, resolve_chat, resolve_embedder
+from pld.models.registry import SPEC_HELP, redact_specs, resolve_chat, resolve_embedder
 from pld.predictions import Prediction, as_items
 from pld.progress import Progress
 from pld.rulebook import Rulebook, task_to_json
@@ -304,7 +304,7 @@ class DistillPlan:
     @property
     def meta(self) -> dict[str, Any]:
         """What the run's ledger keeps besides the fit's own record."""
-        return {"cli": self.args, "test_ids": [e.id for e in self.split.test]}
+        return {"cli": redact_specs(self.args), "test_ids": [e.id for e in self.split.test]}
 
 
 def plan_distill(

@@ -29,7 +29,7 @@ from pld.errors import ConfigError, RunDirError
 from pld.metrics import summary
 from pld.models.base import ChatModel, GenOptions, Message
 from pld.models.client import Accountant, ChatClient, Limits
-from pld.models.registry import resolve_chat
+from pld.models.registry import redact_spec, resolve_chat
 from pld.phases.classify import classify_options, classify_with, parse_label
 from pld.predictions import Item, Prediction, example_items
 from pld.progress import NoProgress, Progress
@@ -224,7 +224,7 @@ class Comparison:
         return {
             "task": self.task,
             "n": self.n,
-            "student": self.student,
+            "student": redact_spec(self.student),
             "item_ids": self.item_ids,
             "methods": self.methods,
             "notes": self.notes,

@@ -14,6 +14,8 @@ import threading
 import time
 import urllib.request
 
+from pld.errors import ConfigError
+from pld.models.base import check_option
 from pld.models.local import resolve_model_path
 
 
@@ -28,6 +30,10 @@ def start_server(
 ) -> tuple[object, str]:
     """Start an in-process llama.cpp HTTP server; return (server, base_url with /v1)."""
     import xllamacpp
+
+    check_option("ctx", n_ctx)
+    check_option("slots", slots)
+    check_option("threads", threads)
 
     p = xllamacpp.CommonParams()
     p.model.path = str(resolve_model_path(model))
@@ -50,10 +56,13 @@ def start_server(
         try:
             with urllib.request.urlopen(root + "/health", timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return server, root + "/v1"
         except OSError:
             time.sleep(0.1)
-    return server, root + "/v1"
+    raise ConfigError(
+        f"the llama.cpp server at {root} did not become healthy within 60s; check the "
+        "model file and the ctx/slots/threads options"
+    )
 
 
 def serve_until_stopped(server: object, url: str) -> None:

@@ -127,3 +127,33 @@ def test_servers_bind_to_loopback(llama_server: Any) -> None:
 
     local = LocalChatModel("smollm2", n_ctx=1024)
     assert local.engine.address.startswith("http://127.0.0.1:")
+
+
+def test_credentials_in_a_base_url_are_never_stored_or_printed(tmp_path: Path) -> None:
+    """Issue #11.11: userinfo in a base URL went verbatim into run.json (cli.teacher)."""
+    (tmp_path / "cfg.toml").write_text("max_retries = 0\n")
+    spec = "openai:m@http://user:PASSWORD@127.0.0.1:9/v1"
+    env = {"PLD_CACHE": str(tmp_path / "cache.sqlite")}
+    common = ["--max-train", "4", "--max-rounds", "0", "--config", str(tmp_path / "cfg.toml")]
+    r = pld(
+        "distill",
+        "--task",
+        "demo",
+        *("--teacher", spec, "--student", spec, "--embedder", spec),
+        *("--out", str(tmp_path / "run"), *common),
+        env=env,
+        check=False,
+    )
+    assert r.returncode == 2 and "cannot reach the endpoint" in r.stderr
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["cli"]["teacher"] == "openai:m@http://REDACTED@127.0.0.1:9/v1"
+    # resuming cannot silently call the endpoint without its credentials: it asks for them
+    r2 = pld("distill", "--resume", str(tmp_path / "run"), *common, env=env, check=False)
+    assert r2.returncode == 2 and "had its credentials removed" in r2.stderr
+    assert len(r2.stderr.strip().splitlines()) <= 3  # one message (the terminal may wrap it)
+    # a spec error names the spec without its credentials
+    r3 = pld("models", "check", spec + "?dialect=nope", env=env, check=False)
+    assert r3.returncode == 2 and "dialect" in r3.stderr
+    for out in (r, r2, r3):
+        assert "PASSWORD" not in out.stdout + out.stderr
+    assert _scan(tmp_path, "PASSWORD") == []

@@ -144,11 +144,72 @@ async def test_cost_cap() -> None:
     fake = ScriptedChatModel(lambda m, o: "word " * 5)
     acct = Accountant(max_cost_usd=0.01)
     c = ChatClient(fake, role="t", accountant=acct, price=Price(0, 1000.0))  # $1e-3 per token
+    five = GenOptions(max_tokens=5)  # worst case $0.005 a call
     with pytest.raises(BudgetExceeded, match="max_cost_usd"):
         for i in range(10):
-            await c.complete([Message("user", str(i))], OPT)
-    assert acct.total_cost >= 0.01
+            await c.complete([Message("user", str(i))], five)
+    assert acct.total_cost == pytest.approx(0.01)
     assert len(fake.requests) == 2  # 2 calls x 5 tokens x $1e-3 = $0.01
+
+
+async def _all(coros: list) -> list:  # type: ignore[type-arg]
+    return await asyncio.gather(*coros, return_exceptions=True)
+
+
+async def test_call_cap_holds_under_concurrency() -> None:
+    """Issue #11.1: calls queued behind the semaphore all passed the cap check at once."""
+    fake = ScriptedChatModel(lambda m, o: "x", delay_s=0.02)
+    emb = _SlowEmbedder(8)
+    acct = Accountant(max_calls=5)
+    c = ChatClient(fake, role="t", accountant=acct, limits=Limits(max_concurrency=4))
+    e = EmbedClient(emb, accountant=acct, limits=Limits(max_concurrency=3))
+    got = await _all([c.complete([Message("user", str(i))], OPT) for i in range(12)])
+    assert len(fake.requests) == 5
+    assert sum(isinstance(g, BudgetExceeded) for g in got) == 7
+    # the cap is shared: the embedder gets nothing more, and cache hits never count
+    got = await _all([e.embed([f"t{i}"]) for i in range(6)])
+    assert emb.calls == 0 and all(isinstance(g, BudgetExceeded) for g in got)
+    acct2 = Accountant(max_calls=4)
+    e2 = EmbedClient(emb, accountant=acct2, limits=Limits(max_concurrency=3))
+    got = await _all([e2.embed([f"t{i}"]) for i in range(9)])
+    assert emb.calls == 4 and acct2.total_calls == 4
+
+
+async def test_cost_cap_holds_under_concurrency() -> None:
+    """Every call reserves its worst case ($0.005: 5 output tokens at $1e-3) before it is
+    sent; real calls cost $0.003. The cap $0.021 admits exactly 6 (the 7th could reach
+    $0.023), and calls in flight waiting to settle do not end the run early."""
+    fake = ScriptedChatModel(lambda m, o: "w w w", delay_s=0.02)
+    acct = Accountant(max_cost_usd=0.021)
+    c = ChatClient(
+        fake,
+        role="t",
+        accountant=acct,
+        price=Price(0, 1000.0),
+        limits=Limits(max_concurrency=4),
+    )
+    five = GenOptions(max_tokens=5)
+    got = await _all([c.complete([Message("user", str(i))], five) for i in range(20)])
+    assert len(fake.requests) == 6
+    assert acct.total_cost == pytest.approx(0.018) and acct.total_cost <= 0.021
+    assert sum(isinstance(g, BudgetExceeded) for g in got) == 14
+
+
+async def test_cost_cap_counts_prompt_worst_case() -> None:
+    """The prompt's worst case (one token per UTF-8 byte) is reserved too: a long prompt at
+    a high input price is refused before it is sent."""
+    fake = ScriptedChatModel(lambda m, o: "x")
+    acct = Accountant(max_cost_usd=0.01)
+    c = ChatClient(fake, role="t", accountant=acct, price=Price(1000.0, 0))
+    with pytest.raises(BudgetExceeded, match="could cost up to"):
+        await c.complete([Message("user", "word " * 10)], OPT)  # 50 bytes > 10 tokens
+    assert fake.requests == []
+
+
+class _SlowEmbedder(HashEmbedder):
+    async def embed(self, texts):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.02)
+        return await super().embed(texts)
 
 
 async def test_concurrency_never_exceeds_bound() -> None:
@@ -190,3 +251,12 @@ async def test_rate_limiter_keeps_rpm_under_bound(monkeypatch: pytest.MonkeyPatc
         in_window = [t for t in stamps if stamps[i] <= t < stamps[i] + 60.0]
         assert len(in_window) <= 5
     assert stamps[-1] >= 120.0
+
+
+async def test_retries_count_against_the_call_cap(sleeps: list[float]) -> None:
+    fake = ScriptedChatModel([BackendUnavailable("down"), BackendUnavailable("down"), "ok"])
+    acct = Accountant(max_calls=2)
+    c = ChatClient(fake, role="t", accountant=acct, limits=Limits(max_retries=3))
+    with pytest.raises(BudgetExceeded, match="max_calls=2"):
+        await c.complete(MSG, OPT)
+    assert len(fake.requests) == 2 and acct.total_calls == 2

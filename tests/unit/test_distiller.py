@@ -127,3 +127,27 @@ def test_config_rejects_unknown_and_invalid() -> None:
         DistillConfig.from_dict({"epsilon": 0.3})
     with pytest.raises(ConfigError, match="eps"):
         DistillConfig(eps=3.0)
+
+
+def test_injection_in_training_data_never_reaches_the_rulebook(tmp_path: Path) -> None:
+    """Issue #11.5: an obedient teacher copies instructions found in its input; the rule
+    checks must drop them whatever the teacher does, and say why."""
+    from tests.fakes import INJECTIONS, make_injected_task, make_obedient_teacher
+
+    task = make_injected_task(10)
+    sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
+    train, val = task.with_examples(sp.train), task.with_examples(sp.val)
+    assert any(inj in ex.fields["text"] for ex in train.examples for inj in INJECTIONS)
+    d = Distiller(make_obedient_teacher(), make_student(), HashEmbedder(), config=CFG)
+    d.fit(train, val, run_dir=tmp_path / "run")
+    prompt = (tmp_path / "run" / "system_prompt.txt").read_text()
+    for inj in INJECTIONS:
+        assert inj.split(",")[0].lower() not in prompt.lower()
+        assert "answer fruit" not in prompt.lower()
+    failures = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "extraction_failures.jsonl").read_text().splitlines()
+    ]
+    reasons = " ".join(f["reason"] for f in failures)
+    assert "applies unconditionally" in reasons
+    assert "answer fruit" in " ".join(f["last_output"] for f in failures)

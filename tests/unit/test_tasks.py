@@ -146,3 +146,49 @@ def test_yaml_task_file(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"unknown keys \['foo'\]"):
         load_task(str(tmp_path / "bad.toml"))
+
+
+@pytest.mark.parametrize(
+    ("label", "kind"),
+    [
+        ("true", "a boolean"),
+        ('["positive"]', "a list"),
+        ('{"name": "positive"}', "an object"),
+        ("1.5", "a decimal number"),
+    ],
+)
+def test_a_label_that_is_not_a_string_is_a_data_error(
+    tmp_path: Path, label: str, kind: str
+) -> None:
+    """Issue #11.12: true became "True" and ["positive"] became "['positive']", silently."""
+    p = write(
+        tmp_path / "d.jsonl",
+        ['{"id": 1, "text": "a", "label": "x"}', f'{{"id": 2, "text": "b", "label": {label}}}'],
+    )
+    with pytest.raises(DataError, match=rf"d\.jsonl:2: label field 'label' is {kind} .*string"):
+        load_records(p)
+    with pytest.raises(DataError, match=r"d\.jsonl:2: label field"):
+        load_records(p, require_label=False)
+
+
+def test_integer_labels_are_their_decimal_strings(tmp_path: Path) -> None:
+    """0/1 labels are common in JSON data sets: they are read as "0" and "1"."""
+    p = write(
+        tmp_path / "d.jsonl",
+        ['{"id": 1, "text": "a", "label": 0}', '{"id": 2, "text": "b", "label": 1}'],
+    )
+    assert [e.label for e in load_records(p, labels=["0", "1"])] == ["0", "1"]
+    q = write(tmp_path / "n.jsonl", ['{"id": 1, "text": "a", "label": null}'])
+    with pytest.raises(DataError, match=r"n\.jsonl:1: missing label field"):
+        load_records(q)
+
+
+def test_task_file_labels_must_be_strings(tmp_path: Path) -> None:
+    """YAML reads `labels: [yes, no]` as booleans; that must not become "True"/"False"."""
+    write(tmp_path / "d.jsonl", ['{"id": "1", "text": "a", "label": "yes"}'])
+    (tmp_path / "t.yaml").write_text(
+        "description: Say yes or no.\nlabels: [yes, no]\ndata:\n  path: d.jsonl\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"t\.yaml: \[labels\] entry is a boolean"):
+        load_task(str(tmp_path / "t.yaml"))

@@ -10,6 +10,7 @@ import click
 
 from pld.cli._common import RichProgress, err, out, summary_table, usage_rows
 from pld.demo import demo_data, run_demo
+from pld.models.registry import redact_spec
 
 
 @click.command()
@@ -24,7 +25,7 @@ def demo(out_dir: str, teacher: str, student: str, max_rounds: int) -> None:
     out.print(
         f"[bold]pld demo[/] — task {task.name!r}: {len(task.examples)} tickets, labels "
         f"{', '.join(task.labels)}; split {len(sp.train)}/{len(sp.val)}/{len(sp.test)}; "
-        f"teacher {teacher}, student {student} (all offline)"
+        f"teacher {redact_spec(teacher)}, student {redact_spec(student)} (all offline)"
     )
     with RichProgress(err) as prog:
         res = run_demo(out_dir, teacher, student, max_rounds, progress=prog)

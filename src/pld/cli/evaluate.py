@@ -12,6 +12,7 @@ from rich.table import Table
 
 from pld.cli._common import RichProgress, err, open_cache, out
 from pld.evaluate import Comparison, compare, evaluation_items
+from pld.models.registry import redact_spec
 from pld.rulebook import Rulebook
 
 COLUMNS = (
@@ -81,7 +82,9 @@ def _task_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def comparison_table(c: Comparison) -> Table:
     """The methods side by side: score, CI, accuracy, invalid, latency, tokens, cost, McNemar."""
-    table = Table(title=f"{c.task}: {c.n} test items, student {c.student}", title_justify="left")
+    table = Table(
+        title=f"{c.task}: {c.n} test items, student {redact_spec(c.student)}", title_justify="left"
+    )
     for col in COLUMNS:
         table.add_column(col, justify="right" if col != "method" else "left")
     for m, r in c.methods.items():

@@ -28,6 +28,29 @@ class Message:
         return {"role": self.role, "content": self.content}
 
 
+# Valid ranges of the numeric backend options, by the name a model spec uses. Out of range is
+# an error at once: llama.cpp accepts slots=0 and then waits forever for a free slot, and takes
+# a negative ctx only to fail later with "Failed to init server".
+OPTION_RANGES: dict[str, tuple[float, float, str]] = {
+    "ctx": (256, 1 << 20, "tokens of context"),
+    "slots": (1, 64, "parallel sequences"),
+    "threads": (0, 1024, "CPU threads; 0 = all cores"),
+    "timeout": (0.001, 86400.0, "seconds per request"),
+}
+
+
+def check_option(name: str, value: float, where: str = "") -> None:
+    """Raise a ConfigError naming the option and its valid range when ``value`` is outside it
+    (NaN and infinities included)."""
+    lo, hi, meaning = OPTION_RANGES[name]
+    if not lo <= value <= hi:  # also catches NaN
+        lo_s = "> 0" if name == "timeout" else f">= {lo:g}"
+        raise ConfigError(
+            f"option {name}={value!r}{where} is out of range: {name} ({meaning}) must be "
+            f"{lo_s} and <= {hi:.10g}"
+        )
+
+
 @dataclass(frozen=True)
 class GenOptions:
     """Generation options. ``json_schema`` and ``choices`` are output constraints: a backend

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -81,17 +82,39 @@ class RoleStats:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """One call admitted under the caps: its slot and worst-case cost are held until the
+    call settles, so concurrent callers can never jointly cross a cap."""
+
+    role: str
+    phase: str
+    cost_usd: float
+
+
 class Accountant:
-    """Usage per (role, phase), shared by every client of one run, and the run's hard caps."""
+    """Usage per (role, phase), shared by every client of one run, and the run's hard caps.
+
+    The caps are enforced by reservation: a call takes one call slot and its worst-case cost
+    (``reserve``) before it is sent, inside the client's concurrency-limited section, and gives
+    them back for its real usage when it settles. Checking the totals alone would let every
+    call queued behind the semaphore pass the check before any of them had finished."""
 
     def __init__(self, *, max_calls: int | None = None, max_cost_usd: float | None = None) -> None:
         self.max_calls = max_calls
         self.max_cost_usd = max_cost_usd
         self.phase = "-"
         self.stats: dict[tuple[str, str], RoleStats] = {}
+        # one accountant may serve clients on several event loops / threads
+        self._lock = threading.Lock()
+        self._held_calls = 0
+        self._held_cost = 0.0
+        # worst-case cost of attempts that may have been billed without reporting usage
+        # (timeouts: the server may still be generating); counts against the cost cap
+        self.unsettled_cost_usd = 0.0
 
-    def _s(self, role: str) -> RoleStats:
-        return self.stats.setdefault((role, self.phase), RoleStats())
+    def _s(self, role: str, phase: str | None = None) -> RoleStats:
+        return self.stats.setdefault((role, phase or self.phase), RoleStats())
 
     @property
     def total_calls(self) -> int:
@@ -102,38 +125,82 @@ class Accountant:
         return sum(s.cost_usd for s in self.stats.values())
 
     def check_budget(self) -> None:
-        if self.max_calls is not None and self.total_calls >= self.max_calls:
+        """Refuse when a cap is already reached: a cheap early exit before queueing; the
+        binding check is ``reserve``."""
+        with self._lock:
+            self._check(0.0)
+
+    def _check(self, worst_cost: float) -> None:
+        if self.max_calls is not None and self.total_calls + self._held_calls >= self.max_calls:
             raise BudgetExceeded(
                 f"the call cap max_calls={self.max_calls} is reached; completed calls are "
                 "cached — raise --max-calls and rerun with --resume to continue"
             )
-        if self.max_cost_usd is not None and self.total_cost >= self.max_cost_usd:
+        if self.max_cost_usd is None:
+            return
+        spent = self.total_cost + self.unsettled_cost_usd
+        if spent >= self.max_cost_usd or spent + self._held_cost + worst_cost > self.max_cost_usd:
             raise BudgetExceeded(
                 f"the cost cap max_cost_usd={self.max_cost_usd} is reached (spent "
-                f"${self.total_cost:.4f}); raise --max-cost and rerun with --resume"
+                f"${spent:.4f}; the next call could cost up to ${worst_cost:.4f}); raise "
+                "--max-cost and rerun with --resume"
             )
 
-    def record_call(self, role: str, usage: Usage, latency: float, cost: float) -> None:
-        s = self._s(role)
+    def reserve(self, role: str, worst_cost: float) -> Reservation | None:
+        """Admit one call: hold a call slot and ``worst_cost``. Raises ``BudgetExceeded`` when
+        the call cannot fit even after every call in flight settles; returns None when it
+        may fit once they do (the caller waits and asks again), so the worst-case estimate of
+        calls in flight does not end a run early."""
+        with self._lock:
+            if self.max_cost_usd is not None and self._held_calls > 0:
+                spent = self.total_cost + self.unsettled_cost_usd
+                over_now = spent + self._held_cost + worst_cost > self.max_cost_usd
+                if over_now and spent + worst_cost <= self.max_cost_usd:
+                    self._check(-self._held_cost)  # the call cap still refuses at once
+                    return None
+            self._check(worst_cost)
+            self._held_calls += 1
+            self._held_cost += worst_cost
+            return Reservation(role, self.phase, worst_cost)
+
+    def _release(self, r: Reservation) -> RoleStats:
+        self._held_calls -= 1
+        # reset when idle, so float residue never looks like a call in flight
+        self._held_cost = self._held_cost - r.cost_usd if self._held_calls else 0.0
+        s = self._s(r.role, r.phase)
         s.calls += 1
-        s.prompt_tokens += usage.prompt_tokens
-        s.completion_tokens += usage.completion_tokens
-        s.cached_prompt_tokens += usage.cached_prompt_tokens
-        s.cost_usd += cost
-        s.latency_s += latency
+        return s
+
+    def settle(self, r: Reservation, usage: Usage, latency: float, cost: float) -> None:
+        """The call succeeded: its real usage and cost replace the reservation."""
+        with self._lock:
+            s = self._release(r)
+            s.prompt_tokens += usage.prompt_tokens
+            s.completion_tokens += usage.completion_tokens
+            s.cached_prompt_tokens += usage.cached_prompt_tokens
+            s.cost_usd += cost
+            s.latency_s += latency
+
+    def settle_error(self, r: Reservation, err: BaseException, *, final: bool) -> None:
+        """The attempt failed: it still counts as a call (it was sent). A timed-out or
+        cancelled attempt keeps its worst-case cost against the cap, as the provider may
+        bill it; a cancellation is not a backend failure."""
+        with self._lock:
+            s = self._release(r)
+            if isinstance(err, (BackendTimeout, asyncio.CancelledError)):
+                self.unsettled_cost_usd += r.cost_usd
+            if isinstance(err, asyncio.CancelledError):
+                return
+            name = type(err).__name__
+            s.errors[name] = s.errors.get(name, 0) + 1
+            if final:
+                s.failures += 1
+            else:
+                s.retries += 1
 
     def record_hit(self, role: str) -> None:
-        self._s(role).cache_hits += 1
-
-    def record_attempt_error(self, role: str, err: Exception, *, final: bool) -> None:
-        s = self._s(role)
-        s.calls += 1
-        name = type(err).__name__
-        s.errors[name] = s.errors.get(name, 0) + 1
-        if final:
-            s.failures += 1
-        else:
-            s.retries += 1
+        with self._lock:
+            self._s(role).cache_hits += 1
 
     def by_role(self) -> dict[str, dict[str, Any]]:
         out: dict[str, RoleStats] = {}
@@ -194,6 +261,15 @@ class RateLimiter:
                 await asyncio.sleep(max(wait, 0.01))
 
 
+Measure = Callable[[Any], tuple[Usage, float, float]]
+
+
+def _worst_prompt_tokens(messages: Sequence[Message]) -> int:
+    """An upper bound on prompt tokens: byte-level BPE and byte-fallback tokenizers never
+    emit more tokens than UTF-8 bytes; 16 per message covers the chat template."""
+    return sum(len(m.content.encode("utf-8")) + 16 for m in messages)
+
+
 def _estimate_tokens(messages: Sequence[Message], options: GenOptions) -> int:
     return sum(len(m.content) for m in messages) // 4 + options.max_tokens
 
@@ -230,29 +306,32 @@ class _Retrying:
                 self.limits.requests_per_minute, self.limits.tokens_per_minute
             )
 
-    async def run(self, call: Any, est_tokens: int) -> Any:
+    async def _admit(self, worst_cost: float) -> Reservation:
+        """Reserve the call under the caps; wait while calls in flight hold the headroom."""
+        while True:
+            r = self.accountant.reserve(self.role, worst_cost)
+            if r is not None:
+                return r
+            await _poll_pause()
+
+    async def run(self, call: Any, est_tokens: int, worst_cost: float, measure: Measure) -> Any:
+        """Send ``call`` with retries. Every attempt is admitted under the caps inside the
+        concurrency-limited section (so queued calls cannot all pass one check) and settled
+        with the usage ``measure`` reads from its result."""
         self._bind_loop()
         last: BackendError | None = None
         for attempt in range(self.limits.max_retries + 1):
             self.accountant.check_budget()
             await self._limiter.acquire(est_tokens)
             async with self._sem:
+                ticket = await self._admit(worst_cost)
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
-                    if self.limits.timeout_s is not None:
-                        try:
-                            return await asyncio.wait_for(call(), self.limits.timeout_s)
-                        except TimeoutError as e:
-                            raise BackendTimeout(
-                                f"the {self.role} call took longer than "
-                                f"{self.limits.timeout_s:g}s; raise the timeout or check "
-                                "the endpoint"
-                            ) from e
-                    return await call()
+                    out = await self._attempt(call)
                 except BackendError as e:
                     final = not e.retryable or attempt == self.limits.max_retries
-                    self.accountant.record_attempt_error(self.role, e, final=final)
+                    self.accountant.settle_error(ticket, e, final=final)
                     if final:
                         if e.retryable:
                             raise type(e)(
@@ -261,12 +340,40 @@ class _Retrying:
                             ) from e
                         raise
                     last = e
+                except BaseException as e:
+                    self.accountant.settle_error(ticket, e, final=True)
+                    raise
+                else:
+                    self.accountant.settle(ticket, *measure(out))
+                    return out
                 finally:
                     self.in_flight -= 1
             delay = self._delay(attempt, last)
             log.info("%s call failed (%s); retry %d in %.2fs", self.role, last, attempt + 1, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, call: Any) -> Any:
+        if self.limits.timeout_s is None:
+            return await call()
+        try:
+            return await asyncio.wait_for(call(), self.limits.timeout_s)
+        except TimeoutError as e:
+            raise BackendTimeout(
+                f"the {self.role} call took longer than {self.limits.timeout_s:g}s; raise the "
+                "timeout or check the endpoint"
+            ) from e
+
+
+async def _poll_pause() -> None:
+    # a plain timer rather than asyncio.sleep, which tests replace to skip backoff waits
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    handle = loop.call_later(0.01, fut.set_result, None)
+    try:
+        await fut
+    finally:
+        handle.cancel()
 
 
 def _err_kwargs(e: BackendError) -> dict[str, Any]:
@@ -343,9 +450,12 @@ class ChatClient:
         async def call() -> Completion:
             return await self.model.complete(messages, options)
 
-        comp: Completion = await self._retry.run(call, _estimate_tokens(messages, options))
-        self.accountant.record_call(
-            self.role, comp.usage, comp.latency_s, self.price.cost(comp.usage)
+        def measure(c: Completion) -> tuple[Usage, float, float]:
+            return c.usage, c.latency_s, self.price.cost(c.usage)
+
+        worst = self.price.cost(Usage(_worst_prompt_tokens(messages), options.max_tokens))
+        comp: Completion = await self._retry.run(
+            call, _estimate_tokens(messages, options), worst, measure
         )
         if self.cache is not None:
             self.cache.put_completion(key, comp.to_json())
@@ -402,13 +512,18 @@ class EmbedClient:
                 out = await self.embedder.embed(batch)
                 return out, time.perf_counter() - t0
 
-            vecs, dt = await self._retry.run(call, sum(len(t) for t in batch) // 4)
+            ntok = sum(len(t) for t in batch) // 4
+
+            def measure(
+                out: tuple[NDArray[np.float32], float], ntok: int = ntok
+            ) -> tuple[Usage, float, float]:
+                return Usage(prompt_tokens=ntok), out[1], 0.0
+
+            vecs, _ = await self._retry.run(call, ntok, 0.0, measure)
             if vecs.shape[0] != len(batch):
                 raise BackendError(
                     f"embedder returned {vecs.shape[0]} vectors for {len(batch)} texts"
                 )
-            ntok = sum(len(t) for t in batch) // 4
-            self.accountant.record_call(self.role, Usage(prompt_tokens=ntok), dt, 0.0)
             for i, v in zip(idx, vecs, strict=True):
                 found[i] = np.asarray(v, dtype=np.float32)
             if self.cache is not None:

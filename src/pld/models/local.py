@@ -35,7 +35,7 @@ from pld.errors import (
     ContextOverflow,
     ModelNotFound,
 )
-from pld.models.base import Completion, GenOptions, Message, TokenLogprob, Usage
+from pld.models.base import Completion, GenOptions, Message, TokenLogprob, Usage, check_option
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,15 @@ class EngineConfig:
     # warm 1.5k-token prefix cost 2.64x a 75-token one for SmolLM2; the plain path 1.53x.
     flash_attn: str = "off"
 
+    def __post_init__(self) -> None:
+        check_option("ctx", self.n_ctx)
+        check_option("slots", self.n_parallel)
+        check_option("threads", self.n_threads)
+
+
+# A started engine answers /props at once; this bounds the wait when it does not.
+READY_TIMEOUT_S = 30.0
+
 
 class LlamaEngine:
     """One llama.cpp server instance in this process.
@@ -143,6 +152,24 @@ class LlamaEngine:
         self.address = str(self.server.listening_address)
         self._tok_cache: dict[str, list[int]] = {}
         self._lock = threading.Lock()
+        self._check_ready()
+
+    def _check_ready(self) -> None:
+        """Ask the started engine how many slots it serves, with a bounded wait: an engine
+        with no slot accepts requests and never answers them."""
+        try:
+            with urllib.request.urlopen(self.address + "/props", timeout=READY_TIMEOUT_S) as r:
+                slots = int(json.loads(r.read()).get("total_slots", 0))
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"the local engine for {self.cfg.path} did not answer within "
+                f"{READY_TIMEOUT_S:g}s ({e}); check the spec's ctx/slots/threads options"
+            ) from e
+        if slots < 1:
+            raise ConfigError(
+                f"the local engine for {self.cfg.path} started with {slots} slots; set "
+                "slots=N with N >= 1 in the model spec"
+            )
 
     def tokenize(self, text: str) -> list[int]:
         with self._lock:

@@ -29,7 +29,7 @@ from pld.errors import (
     ContextOverflow,
     RateLimited,
 )
-from pld.models.base import Completion, GenOptions, Message, TokenLogprob, Usage
+from pld.models.base import Completion, GenOptions, Message, TokenLogprob, Usage, check_option
 
 Dialect = Literal["openai", "llamacpp", "vllm"]
 DIALECTS: tuple[str, ...] = ("openai", "llamacpp", "vllm")
@@ -103,6 +103,7 @@ class _OpenAIBase:
     ) -> None:
         if dialect not in DIALECTS:
             raise ConfigError(f"unknown dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
+        check_option("timeout", timeout_s)
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env

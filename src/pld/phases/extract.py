@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pld._async import gather_all
+from pld.guards import rule_problem
 from pld.models.client import ChatClient
 from pld.phases._teacher import ask_json
 from pld.prompts import EXTRACT_SCHEMA, extract_prompt
@@ -62,6 +63,8 @@ def validate_rule(obj: dict[str, Any], source: str, labels: Sequence[str] = ()) 
     span = copied_span(rule, source)
     if span is not None:
         raise ValueError(f'the rule copies the input verbatim ("{span}"); describe it generally')
+    if (problem := rule_problem(rule, [source], labels)) is not None:
+        raise ValueError(f"the rule was refused: {problem}")
     return reasoning.strip(), " ".join(rule.split())
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pld.guards import rule_problem
 from pld.metrics import macro_f1
 from pld.models.client import ChatClient
 from pld.phases._teacher import ask_json
@@ -101,6 +102,8 @@ def drop_copies(
             why = f'copies an input verbatim ("{span}")'
         elif e.op in ("add", "edit", "merge") and len(condition_words(e.text or "", labels)) < 3:
             why = "states no condition"
+        elif e.op in ("add", "edit", "merge") and (p := rule_problem(e.text or "", shown, labels)):
+            why = p
         else:
             kept.append(e)
             continue

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pld._async import gather_all
+from pld.guards import member_sources, rule_problem
 from pld.models.client import ChatClient, EmbedClient
 from pld.phases._teacher import ask_json
 from pld.phases.extract import RawRule
@@ -246,6 +247,7 @@ async def _consolidate(
     )
     counts = Counter(r.label for r in members)
     majority = tuple(lab for lab, c in counts.most_common() if c >= 0.25 * len(members))
+    srcs = member_sources(task, (r.example_id for r in members))
     task_words = set(condition_words(task.description, task.labels)) | _TASK_TALK
 
     def validate(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
@@ -256,6 +258,8 @@ async def _consolidate(
         cues = [w for w in condition_words(text, task.labels) if w not in task_words]
         if len(cues) < 3:
             raise ValueError("the instruction restates the task; name the cues to look for")
+        if problem := rule_problem(text, srcs, task.labels):
+            raise ValueError(f"the instruction was refused: {problem}")
         labels = tuple(dict.fromkeys(x for x in obj.get("labels", []) if x in task.labels))
         if len(counts) == 1:  # a label-pure cluster decides its own label, whatever is claimed
             labels = tuple(counts)
@@ -272,7 +276,7 @@ async def _consolidate(
     if ans.value is not None:
         return (*ans.value, None)
     # Fall back to the cluster's most typical rule (recorded), rather than losing the cluster.
-    medoid = max(members, key=lambda r: counts[r.label])
+    medoid = max(members, key=lambda r: (rule_problem(r.rule) is None, counts[r.label]))
     return f"{medoid.label} rule", medoid.rule, majority, ans.error
 
 

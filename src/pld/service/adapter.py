@@ -25,7 +25,8 @@ from pld.config import DistillConfig
 from pld.distiller import Distiller
 from pld.models.client import ChatClient, Limits
 from pld.models.registry import parse_spec, resolve_chat
-from pld.phases.classify import CONTENT_FREE, Prediction, classify_one, label_prior
+from pld.phases.classify import CONTENT_FREE, classify_one, label_prior
+from pld.predictions import Prediction
 from pld.tasks.base import template_fields
 
 

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pld.errors import BackendError
-from pld.phases.classify import Prediction
+from pld.predictions import Prediction
 from pld.service.base import Classifier, check_info, result_json
 from pld.service.metrics import CONTENT_TYPE, ServiceMetrics
 from pld.service.queue import MicroBatcher, QueueFull, ServiceStopping

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pld.phases.classify import OVERFLOW, Prediction
+from pld.predictions import OVERFLOW, Prediction
 
 INFO_KEYS = ("rulebook_version", "labels", "input_fields", "rules")
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pld.phases.classify import Prediction
+from pld.predictions import Prediction
 
 log = logging.getLogger(__name__)
 

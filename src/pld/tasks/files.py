@@ -62,6 +62,26 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def label_text(value: object, where: str) -> str:
+    """A label as written in the data. Strings, and JSON integers (0/1 labels are common; 1 is
+    read as "1"), are labels; anything else is an error rather than its Python repr: ``true``
+    would become "True" and ``["positive"]`` "['positive']", labels nobody wrote."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    kind = {
+        bool: "a boolean",
+        list: "a list",
+        dict: "an object",
+        float: "a decimal number",
+    }.get(type(value), type(value).__name__)
+    raise DataError(
+        f"{where} is {kind} ({json.dumps(value)[:40]}), not a label; write the label as a "
+        'string, e.g. "positive" (integers such as 0/1 are accepted)'
+    )
+
+
 def load_records(
     path: str | Path,
     *,
@@ -101,7 +121,7 @@ def load_records(
                     "pass --label-field with the right name"
                 )
             label = ""
-        label = str(label).strip()
+        label = label_text(label, f"{p}:{n}: label field {label_field!r}")
         if label and label_set is not None and label not in label_set:
             raise DataError(
                 f"{p}:{n}: label {label!r} is not in the label set {sorted(label_set)}; "
@@ -142,7 +162,8 @@ def load_task_file(path: str | Path) -> Task:
             raise DataError(f"{p}: missing [{k}]")
     labels_cfg = cfg["labels"]
     if isinstance(labels_cfg, list):
-        labels, descs = tuple(str(x) for x in labels_cfg), {}
+        labels = tuple(label_text(x, f"{p}: [labels] entry") for x in labels_cfg)
+        descs = {}
     else:
         labels, descs = tuple(labels_cfg), {k: str(v) for k, v in labels_cfg.items()}
     template = str(cfg.get("input_template", "{text}"))
