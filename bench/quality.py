@@ -8,21 +8,28 @@ cluster) and contract-nli (train_truncated for distillation, test for evaluation
 shortened to fit the student's context by the documented ``retrieve`` strategy).
 
 Methods per student: zero-shot, few-shot (k=5), CoT, PLD after synthesis (instructions_v0),
-PLD after resolve; plus the teacher's own zero-shot score. Everything goes through one cache
-(bench/results/quality/cache.sqlite) and results are written after every method, so the run
-can be interrupted anywhere and rerun with the same command to continue where it stopped.
+PLD after resolve (zero-shot and both PLD prompts also uncalibrated, ``-raw``); plus the
+teacher's own zero-shot score — except for ``--teacher frontier``, whose replies a frontier LLM
+writes as files (bench.teacher_endpoint) and which must never see a test item. Everything
+goes through one cache (bench/results/quality/cache.sqlite) and results are written after
+every method, so the run can be interrupted anywhere and rerun with the same command to
+continue where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, SHARED_DATA, machine
 from bench.models import MODELS, fetch
+from bench.teacher_endpoint import TeacherEndpoint, check_no_test_items
 from pld.cache import Cache
 from pld.config import DistillConfig
 from pld.distiller import Distiller
@@ -35,6 +42,8 @@ from pld.prompts import Prompt, student_prompt
 from pld.rulebook import Rulebook
 from pld.tasks.base import Example, Task, stratified_sample, stratified_split
 from pld.tasks.datasets import load_contract_nli, load_stereoset
+
+FRONTIER = "frontier"
 
 
 def spec(name: str, dataset: str) -> str:
@@ -124,6 +133,7 @@ def score(
     r["wall_s"] = time.perf_counter() - t0
     r["student_calls"] = acct.total_calls
     r["_correct"] = {p.id: p.correct for p in preds}
+    r["_pred"] = {p.id: p.label for p in preds}
     print(
         f"{key} {method}: macro-F1 {r['macro_f1']:.3f} [{r['macro_f1_ci95'][0]:.2f}, "
         f"{r['macro_f1_ci95'][1]:.2f}] n={r['n']}",
@@ -132,11 +142,16 @@ def score(
     return r
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", default="stereoset-domain")
     ap.add_argument("--students", default="qwen-1.5b,smollm2")
-    ap.add_argument("--teacher", default="qwen-1.5b")
+    ap.add_argument(
+        "--teacher",
+        default="qwen-1.5b",
+        help="a local model name, or 'frontier': a frontier LLM answering request files "
+        "through bench.teacher_endpoint (its transcript is kept in the results folder)",
+    )
     ap.add_argument("--n-train", type=int, default=48)
     ap.add_argument("--n-val", type=int, default=30)
     ap.add_argument("--n-test", type=int, default=90)
@@ -151,61 +166,118 @@ def main() -> None:
         "most words with the hypothesis (the 1.5B model prefills ~30 tokens/s here)",
     )
     a = ap.parse_args()
-    for m in [a.teacher, *a.students.split(",")]:
+    for m in [*([] if a.teacher == FRONTIER else [a.teacher]), *a.students.split(",")]:
         if m != "smollm2" and m not in MODELS:
-            raise SystemExit(f"unknown model {m}; choose smollm2 or {', '.join(MODELS)}")
-    out_dir = RESULTS / "quality" / a.dataset
+            raise SystemExit(
+                f"unknown model {m}; choose smollm2, {FRONTIER} or {', '.join(MODELS)}"
+            )
+    return a
+
+
+def main() -> None:
+    a = parse_args()
+    frontier = a.teacher == FRONTIER
+    # Earlier runs (a local teacher) keep their folder; the frontier run gets its own.
+    out_dir = RESULTS / "quality" / (f"{a.dataset}-frontier" if frontier else a.dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
     res_path = out_dir / "results.json"
     res: dict[str, Any] = json.loads(res_path.read_text()) if res_path.exists() else {}
     res.update(machine=machine(), args=vars(a))
     res.setdefault("students", {})
-    cache = Cache(RESULTS / "quality" / "cache.sqlite")
     task, train, val, test = load(a.dataset, a.n_train, a.n_val, a.n_test, a.seed, a.max_chars)
     res.update(
         task=task.name, n_train=len(train), n_val=len(val), n_test=len(test), notes=list(task.notes)
     )
+    bench = Bench(a, res, res_path, out_dir, task, train, val, test)
+    if not frontier:
+        bench.run(spec(a.teacher, a.dataset), teacher_zero_shot=True)
+    else:
+        teacher_dir = out_dir / "teacher"
+        with TeacherEndpoint(teacher_dir) as ep:
+            print(f"frontier teacher: answer files in {teacher_dir}/pending", flush=True)
+            bench.run(ep.spec, teacher_zero_shot=False, teacher_concurrency=8)
+        res["teacher_transcript"] = check_no_test_items(teacher_dir, (task.render(e) for e in test))
+        bench.save()
+    print("saved", res_path)
 
-    def save() -> None:
-        tmp = res_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        tmp.replace(res_path)
+
+@dataclass
+class Bench:
+    """One dataset's quality run; every method's result is saved as soon as it exists."""
+
+    a: argparse.Namespace
+    res: dict[str, Any]
+    res_path: Path
+    out_dir: Path
+    task: Task
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+
+    def save(self) -> None:
+        tmp = self.res_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.res, indent=2) + "\n")
+        tmp.replace(self.res_path)
 
     def evaluate(
+        self,
         model_spec: str,
         key: str,
         method: str,
         prompt: Prompt | None = None,
-        items: list[Example] = test,
+        items: list[Example] | None = None,
+        calibrate: bool = True,
     ) -> dict[str, Any]:
-        return score(model_spec, key, method, task, items, cache, prompt, train=train, seed=a.seed)
+        return score(
+            model_spec,
+            key,
+            method,
+            self.task,
+            self.test if items is None else items,
+            Cache(RESULTS / "quality" / "cache.sqlite"),
+            prompt,
+            train=self.train,
+            seed=self.a.seed,
+            calibrate=calibrate,
+        )
 
-    teacher_spec = spec(a.teacher, a.dataset)
-    if "teacher_zero_shot" not in res:
-        res["teacher_zero_shot"] = evaluate(teacher_spec, "teacher", "zero-shot")
-        save()
-    for student in a.students.split(","):
-        st = res["students"].setdefault(student, {"methods": {}})
+    def method(self, st: dict[str, Any], name: str, *args: Any, **kw: Any) -> None:
+        if name not in st["methods"]:
+            st["methods"][name] = self.evaluate(*args, **kw)
+            self.save()
+
+    def run(
+        self, teacher_spec: str, *, teacher_zero_shot: bool, teacher_concurrency: int = 1
+    ) -> None:
+        if teacher_zero_shot and "teacher_zero_shot" not in self.res:
+            self.res["teacher_zero_shot"] = self.evaluate(teacher_spec, "teacher", "zero-shot")
+            self.save()
+        for student in self.a.students.split(","):
+            self.student(student, teacher_spec, teacher_concurrency)
+
+    def student(self, student: str, teacher_spec: str, teacher_concurrency: int) -> None:
+        a, task = self.a, self.task
+        st = self.res["students"].setdefault(student, {"methods": {}})
         s_spec = spec(student, a.dataset)
-        for m in ("zero-shot", "few-shot"):
-            if m not in st["methods"]:
-                st["methods"][m] = evaluate(s_spec, student, m)
-                save()
-        if "cot" not in st["methods"]:
-            st["methods"]["cot"] = evaluate(s_spec, student, "cot", items=test[: a.cot_n])
-            save()
-        run = out_dir / f"run-{student}"
+        self.method(st, "zero-shot", s_spec, student, "zero-shot")
+        self.method(st, "zero-shot-raw", s_spec, student, "zero-shot", calibrate=False)
+        self.method(st, "few-shot", s_spec, student, "few-shot")
+        self.method(st, "cot", s_spec, student, "cot", items=self.test[: a.cot_n])
+        run = self.out_dir / f"run-{student}"
         t0 = time.perf_counter()
+        cfg = dataclasses.replace(
+            distill_config(a.max_rounds, a.seed), teacher_concurrency=teacher_concurrency
+        )
         d = Distiller(
             teacher_spec,
             s_spec,
             "local:smollm2",
-            cache=cache,
-            config=distill_config(a.max_rounds, a.seed),
+            cache=Cache(RESULTS / "quality" / "cache.sqlite"),
+            config=cfg,
         )
         d.fit(
-            task.with_examples(train),
-            task.with_examples(val),
+            task.with_examples(self.train),
+            task.with_examples(self.val),
             run_dir=run,
             resume=(run / "run.json").exists(),
             force=not (run / "run.json").exists(),
@@ -221,18 +293,16 @@ def main() -> None:
             "rounds": d.rounds_,
         }
         synth = student_prompt(task, d.instructions_v0_)
-        if "pld-synth" not in st["methods"]:
-            st["methods"]["pld-synth"] = evaluate(s_spec, student, "pld-synth", synth)
-            save()
-        if "pld" not in st["methods"]:
-            st["methods"]["pld"] = evaluate(s_spec, student, "pld", Rulebook.load(run).prompt)
-            save()
+        final = Rulebook.load(run).prompt
+        self.method(st, "pld-synth", s_spec, student, "pld-synth", synth)
+        self.method(st, "pld-synth-raw", s_spec, student, "pld-synth", synth, calibrate=False)
+        self.method(st, "pld", s_spec, student, "pld", final)
+        self.method(st, "pld-raw", s_spec, student, "pld", final, calibrate=False)
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():
             if m != "pld":
                 r["mcnemar_vs_pld"] = mcnemar_counts(r["_correct"], pld_ok)
-        save()
-    print("saved", res_path)
+        self.save()
 
 
 if __name__ == "__main__":

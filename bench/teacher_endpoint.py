@@ -1,0 +1,103 @@
+"""The frontier teacher for the benchmarks: ``../shared/tools/answer_endpoint.py`` in-process,
+keeping a copy of every request it receives.
+
+No API is reachable from these machines, so a frontier LLM answers the teacher's requests as
+files: the endpoint writes each request to ``DIR/pending/KEY.md`` and holds the HTTP call open
+until ``DIR/answers/KEY.txt`` appears (a helper that sees only ``pending/`` writes it). The
+shared tool deletes a request once answered; the benchmarks must keep the teacher's whole
+transcript, so this wrapper also writes each request body to ``DIR/requests/KEY.json`` before
+handing it on. A rerun with unchanged prompts is a replay: every key is already answered, and
+nothing new is asked.
+
+``check_no_test_items`` is the honesty check of the transcript: no request may quote a test
+item (the teacher sees training examples only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import threading
+from collections.abc import Iterable
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT
+
+TOOL = ROOT.parent / "shared" / "tools" / "answer_endpoint.py"
+
+
+def _tool() -> Any:
+    spec = importlib.util.spec_from_file_location("answer_endpoint", TOOL)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{TOOL} is missing: the frontier teacher needs ../shared/tools")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def request_key(body: dict[str, Any], fields: Iterable[str]) -> str:
+    """The endpoint's own key: sha256 of the canonical body's keyed fields (first 24 hex)."""
+    canon = {k: body[k] for k in fields if k in body}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class TeacherEndpoint:
+    """Serve ``root`` on an ephemeral 127.0.0.1 port in a daemon thread (``with`` block)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        tool = _tool()
+        base = tool.make_handler(root)
+        requests = root / "requests"
+        requests.mkdir(parents=True, exist_ok=True)
+        fields = tool.KEY_FIELDS
+
+        class Capturing(base):  # type: ignore[misc, valid-type]
+            def do_POST(self) -> None:
+                raw = self.rfile.read(  # type: ignore[has-type]
+                    int(self.headers.get("Content-Length", 0))
+                )
+                try:
+                    body = json.loads(raw)
+                    path = requests / f"{request_key(body, fields)}.json"
+                    if not path.exists():
+                        tmp = path.with_suffix(".tmp")
+                        tmp.write_text(json.dumps(body, indent=1))
+                        tmp.replace(path)
+                except (ValueError, TypeError):
+                    pass  # the base handler answers 400
+                self.rfile = io.BytesIO(raw)
+                super().do_POST()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Capturing)
+        self.port = self.server.server_address[1]
+
+    @property
+    def spec(self) -> str:
+        return f"openai:frontier@http://127.0.0.1:{self.port}/v1?timeout=7200"
+
+    def __enter__(self) -> TeacherEndpoint:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def check_no_test_items(root: Path, test_texts: Iterable[str]) -> dict[str, Any]:
+    """Count requests in ``root/requests`` that quote any test item's text (must be 0)."""
+    texts = [t for t in {t.strip() for t in test_texts} if len(t) >= 12]
+    leaks: list[str] = []
+    files = sorted((root / "requests").glob("*.json"))
+    for f in files:
+        body = f.read_text()
+        content = " ".join(str(m.get("content", "")) for m in json.loads(body).get("messages", []))
+        if any(t in content for t in texts):
+            leaks.append(f.name)
+    answers = len(list((root / "answers").glob("*.txt")))
+    return {"requests": len(files), "answers": answers, "quoting_test_items": leaks}
