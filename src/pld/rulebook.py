@@ -156,14 +156,16 @@ class Rulebook:
 
     def save(self, path: str | Path) -> Path:
         """Save to ``path`` so that ``Rulebook.load(path)`` gives the same rulebook back. A
-        directory other than the rulebook's own is overwritten (pld's files only)."""
+        directory other than the rulebook's own is overwritten (pld's files only); a directory a
+        running fit holds is refused."""
         same = self.origin is not None and Path(path).resolve() == self.origin.resolve()
-        rd = RunDir(path, resume=True) if same else RunDir(path, force=True)
-        rd.write_text("instructions.json", self.instructions.dumps())
-        self.write_artifacts(rd)
-        if not rd.exists("run.json"):
-            rd.write_json("run.json", {"pld_version": __version__, "task": task_to_json(self.task)})
-        return rd.path
+        with RunDir(path, resume=same, force=not same, lock=True) as rd:
+            rd.write_text("instructions.json", self.instructions.dumps())
+            self.write_artifacts(rd)
+            if not rd.exists("run.json"):
+                task = task_to_json(self.task)
+                rd.write_json("run.json", {"pld_version": __version__, "task": task})
+            return rd.path
 
     @classmethod
     def load(cls, path: str | Path) -> Rulebook:

@@ -5,9 +5,8 @@ on resume that the directory belongs to the same data and settings, carries the 
 earlier processes forward, and runs each stage as "artifact present → load, else produce and
 write" so a resumed fit starts at the first missing artifact and re-pays nothing.
 
-Everything that writes run.json goes through ``Run.save``; the directory is opened in
-``Run.__init__`` and released in ``Run.close``. Those are the two places for an OS lock on the
-directory and for persisting usage after every call.
+Everything that writes run.json goes through ``Run.save``; the directory is opened and locked
+(one process per run directory) in ``Run.__init__`` and released in ``Run.close``.
 """
 
 from __future__ import annotations
@@ -45,7 +44,8 @@ class Run:
         resume: bool = False,
         force: bool = False,
     ) -> None:
-        self.dir = RunDir(path, resume=resume, force=force) if path is not None else None
+        # locked before anything in it is written or deleted: one process per run directory
+        self.dir = RunDir(path, resume=resume, force=force, lock=True) if path is not None else None
         self.accountant = accountant
         self.resume = resume
         self.state: dict[str, Any] = {}
@@ -63,7 +63,9 @@ class Run:
         self.close()
 
     def close(self) -> None:
-        """Release the directory (nothing to release yet: the place for an OS lock)."""
+        """Release the directory's lock (the next process may open it)."""
+        if self.dir is not None:
+            self.dir.close()
 
     def begin(self, state: dict[str, Any]) -> None:
         """Start the ledger with ``state`` (task, models, config, split ids, caller's meta). On

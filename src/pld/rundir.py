@@ -4,7 +4,9 @@ resumed run starts at the first missing one."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pld.errors import RunDirError
+
+log = logging.getLogger(__name__)
 
 FILES = (
     "run.json",
@@ -47,10 +51,55 @@ def atomic_write(path: Path, data: str) -> None:
         raise
 
 
+LOCK_FILE = ".pld.lock"
+
+
+class DirLock:
+    """One process per run directory: an exclusive ``flock`` on ``.pld.lock`` inside it,
+    held until ``release``, with the holder's PID written in the file for the message a
+    second process gets. The kernel drops the lock when its holder dies (even by kill -9), so
+    a stale lock never blocks a resume; the file itself stays (unlinking it would let two
+    processes lock two different files)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fd: int | None = None
+        path = directory / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot write to {directory}: {e.strerror or e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(
+                f"{directory} is in use by another pld process (PID {holder}); wait for it to "
+                "finish or stop it, then rerun"
+            ) from None
+        except OSError as e:  # a filesystem without locks: work on, but say so
+            log.warning("cannot lock %s (%s); make sure no other pld uses it", directory, e)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the next process in (idempotent)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.ftruncate(fd, 0)
+            os.close(fd)
+
+
 class RunDir:
     """Atomic file access to one run directory. Opening it checks the directory is usable for
     what is asked: a new run (empty, or ``force``), a resumed one (has run.json), or reading
-    only (``read_only``: nothing is written, not even a probe)."""
+    only (``read_only``: nothing is written, not even a probe, and no lock is taken).
+
+    With ``lock`` the directory is locked (``DirLock``) before anything in it is written or
+    deleted, so ``--force`` or a second ``--resume`` can never touch a live run; ``close``
+    releases it."""
 
     def __init__(
         self,
@@ -59,8 +108,10 @@ class RunDir:
         resume: bool = False,
         force: bool = False,
         read_only: bool = False,
+        lock: bool = False,
     ) -> None:
         self.path = Path(path)
+        self._lock: DirLock | None = None
         if read_only:
             if not (self.path / "run.json").is_file():
                 raise RunDirError(
@@ -68,16 +119,33 @@ class RunDir:
                     "pld distill --out DIR"
                 )
             return
+        self._check_mode(resume=resume, force=force)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot write to {self.path}: {e.strerror or e}") from e
+        if lock:
+            self._lock = DirLock(self.path)
+        try:
+            self._prepare(resume=resume, force=force)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_mode(self, *, resume: bool, force: bool) -> None:
         if resume and force:
             raise RunDirError("--resume and --force contradict each other; choose one")
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path} exists and is not a directory; choose another --out")
-        if resume:
-            if not (self.path / "run.json").exists():
-                raise RunDirError(
-                    f"{self.path} holds no run to resume (no run.json); start one with --out"
-                )
-        elif self.path.exists() and any(self.path.iterdir()):
+        if resume and not (self.path / "run.json").exists():
+            raise RunDirError(
+                f"{self.path} holds no run to resume (no run.json); start one with --out"
+            )
+
+    def _prepare(self, *, resume: bool, force: bool) -> None:
+        """Empty a forced directory (pld's files only), probe that it is writable and drop
+        leftovers of an interrupted atomic write."""
+        if not resume and any(p.name != LOCK_FILE for p in self.path.iterdir()):
             if not force:
                 raise RunDirError(
                     f"{self.path} is not empty; pass --resume to continue that run or --force "
@@ -86,7 +154,6 @@ class RunDir:
             for name in FILES:
                 (self.path / name).unlink(missing_ok=True)
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
             probe.write_text("ok")
             probe.unlink()
@@ -94,6 +161,18 @@ class RunDir:
             raise RunDirError(f"cannot write to {self.path}: {e.strerror or e}") from e
         for stale in self.path.glob(".*.tmp"):  # leftovers of an interrupted atomic write
             stale.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the directory's lock, if this object holds one."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def file(self, name: str) -> Path:
         """The path of artifact ``name`` (which need not exist)."""
