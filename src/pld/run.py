@@ -7,11 +7,21 @@ write" so a resumed fit starts at the first missing artifact and re-pays nothing
 
 Everything that writes run.json goes through ``Run.save``; the directory is opened and locked
 (one process per run directory) in ``Run.__init__`` and released in ``Run.close``.
+
+Usage is persisted as calls complete, so no interruption loses it. After every call that was
+sent — before its answer reaches the cache, so the usage on disk never counts fewer calls
+than the cache holds — this process's usage is written to ``usage.json``: a few hundred bytes,
+replaced atomically without fsync (the cache's own durability: it survives the process being
+killed). run.json itself (which holds the split ids, and is fsynced) is rewritten at most every
+``SAVE_INTERVAL_S`` as calls complete, after every stage, and at close whatever ended the run
+(a budget stop, Ctrl-C, an error). A resumed run takes the earlier usage from whichever of the
+two was written last (``usage_seq``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +35,10 @@ from pld.rundir import RunDir
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LEDGER = "run.json"
+LIVE_USAGE = "usage.json"
+# run.json can be large (it lists the split's ids) and is fsynced: rewritten for usage at most
+# this often; cache hits (free, thousands a second on resume) reach usage.json as often
+SAVE_INTERVAL_S = 2.0
 
 
 def previous_ledger(path: str | Path) -> dict[str, Any]:
@@ -50,6 +64,10 @@ class Run:
         self.resume = resume
         self.state: dict[str, Any] = {}
         self.damaged: list[str] = []
+        self._begun = False
+        self._saving = threading.Lock()
+        self._last_save = self._last_live = 0.0
+        self._seq = 0  # orders usage writes across run.json, usage.json and processes
 
     @property
     def path(self) -> Path | None:
@@ -60,12 +78,23 @@ class Run:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.close(failed=exc[0] is not None)
 
-    def close(self) -> None:
-        """Release the directory's lock (the next process may open it)."""
-        if self.dir is not None:
-            self.dir.close()
+    def close(self, *, failed: bool = False) -> None:
+        """Save the usage however the run ended, then release the directory's lock. When
+        the run is already failing, a failed save is logged rather than hiding its cause."""
+        try:
+            if self._begun:
+                self.accountant.unsubscribe(self._on_usage)
+                try:
+                    self.save()
+                except OSError as e:
+                    if not failed:
+                        raise
+                    log.warning("could not save the usage to %s: %s", LEDGER, e)
+        finally:
+            if self.dir is not None:
+                self.dir.close()
 
     def begin(self, state: dict[str, Any]) -> None:
         """Start the ledger with ``state`` (task, models, config, split ids, caller's meta). On
@@ -78,15 +107,54 @@ class Run:
             state["phases"] = {
                 k: v for k, v in prev.get("phases", {}).items() if v.get("status") == "done"
             }
+            last = self._last_usage(prev)
+            self._seq = int(last.get("usage_seq", 0))
             # usage_by_role covers this process; earlier processes' usage is kept, not lost
             state["usage_earlier_processes"] = [
                 *prev.get("usage_earlier_processes", []),
                 {
-                    "usage_by_role": prev.get("usage_by_role", {}),
-                    "usage_by_phase": prev.get("usage_by_phase", {}),
+                    "usage_by_role": last.get("usage_by_role", {}),
+                    "usage_by_phase": last.get("usage_by_phase", {}),
                 },
             ]
         self.save()
+        self._begun = True
+        self.accountant.subscribe(self._on_usage)
+
+    def _last_usage(self, prev: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The earlier process's usage: usage.json when it was written after run.json (the
+        process was killed between two saves of run.json), else run.json's."""
+        assert self.dir is not None
+        try:
+            live = self.dir.read_json(LIVE_USAGE) if self.dir.exists(LIVE_USAGE) else None
+        except RunDirError as e:  # only a copy: run.json's usage is the fallback
+            log.warning("%s; using the usage saved in %s", e, LEDGER)
+            live = None
+        if isinstance(live, dict) and live.get("usage_seq", 0) > prev.get("usage_seq", 0):
+            return live
+        return prev
+
+    def _on_usage(self, billed: bool) -> None:
+        """Persist the usage: usage.json after every call that was sent (cache hits: now and
+        then), run.json now and then. A failed write here is logged, never raised: raising
+        would lose the answer just paid for (the save at close reports it)."""
+        now = time.monotonic()
+        try:
+            if now - self._last_save >= SAVE_INTERVAL_S:
+                self.save()
+            elif billed or now - self._last_live >= SAVE_INTERVAL_S:
+                with self._saving:
+                    self._write_live(self.accountant.by_role(), self.accountant.by_phase())
+        except OSError as e:
+            log.warning("could not save the usage in %s: %s", self.path, e)
+
+    def _write_live(self, by_role: Any, by_phase: Any) -> None:
+        """usage.json (under ``_saving``): this process's usage, numbered."""
+        self._seq += 1
+        self._last_live = time.monotonic()
+        if self.dir is not None:
+            live = {"usage_seq": self._seq, "usage_by_role": by_role, "usage_by_phase": by_phase}
+            self.dir.write_json(LIVE_USAGE, live, durable=False)
 
     def _check_identity(self, prev: Mapping[str, Any]) -> None:
         prev_cfg = DistillConfig.from_dict(prev.get("config", {})).outcome_settings()
@@ -98,11 +166,15 @@ class Run:
             )
 
     def save(self) -> None:
-        """Write the ledger with the usage so far (the one writer of run.json)."""
-        self.state["usage_by_role"] = self.accountant.by_role()
-        self.state["usage_by_phase"] = self.accountant.by_phase()
-        if self.dir is not None:
-            self.dir.write_json(LEDGER, self.state)
+        """Write the ledger with the usage so far (the one writer of run.json). Serialised,
+        so a save from another thread never overwrites a newer one with older totals."""
+        with self._saving:
+            by_role, by_phase = self.accountant.by_role(), self.accountant.by_phase()
+            self._write_live(by_role, by_phase)
+            self.state.update(usage_by_role=by_role, usage_by_phase=by_phase, usage_seq=self._seq)
+            if self.dir is not None:
+                self.dir.write_json(LEDGER, self.state)
+            self._last_save = time.monotonic()
 
     def usage(self) -> dict[str, Any]:
         """This process's usage, by role and by stage."""

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 FILES = (
     "run.json",
+    "usage.json",
     "rules.jsonl",
     "extraction_failures.jsonl",
     "clusters.json",
@@ -35,15 +36,18 @@ FILES = (
 )
 
 
-def atomic_write(path: Path, data: str) -> None:
-    """Write ``data`` so that ``path`` holds either the old or the new content, never half."""
+def atomic_write(path: Path, data: str, *, durable: bool = True) -> None:
+    """Write ``data`` so that ``path`` holds either the old or the new content, never half.
+    ``durable=False`` skips the fsync: still whole after the process is killed, and cheap
+    enough to repeat after every model call, but not guaranteed through a power cut."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -186,9 +190,10 @@ class RunDir:
         """Write ``text`` exactly (no newline translation), atomically."""
         atomic_write(self.file(name), text)
 
-    def write_json(self, name: str, obj: Any) -> None:
-        """Write indented UTF-8 JSON, atomically."""
-        atomic_write(self.file(name), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    def write_json(self, name: str, obj: Any, *, durable: bool = True) -> None:
+        """Write indented UTF-8 JSON, atomically (see ``atomic_write`` for ``durable``)."""
+        text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+        atomic_write(self.file(name), text, durable=durable)
 
     def write_jsonl(self, name: str, rows: Iterable[Any]) -> None:
         """Write one JSON object per line, atomically."""

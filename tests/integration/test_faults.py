@@ -24,11 +24,12 @@ from pld.run import Run
 from pld.rundir import FILES
 from pld.tasks.base import stratified_split
 from tests.conftest import ROOT
+from tests.fakes import SCRIPTED_CFG as CFG
 from tests.fakes import make_student, make_task, make_teacher
 
 pytestmark = pytest.mark.integration
-# every artifact but run.json (timings, usage) and the predictions (compared separately)
-ARTIFACTS = tuple(f for f in FILES if f not in ("run.json", "predictions_val.jsonl"))
+# every artifact but the ledger (timings, usage) and the predictions (compared separately)
+ARTIFACTS = tuple(f for f in FILES if f not in ("run.json", "usage.json", "predictions_val.jsonl"))
 
 
 def _worker(
@@ -200,3 +201,20 @@ def test_live_run_is_locked_and_a_killed_ones_lock_never_blocks(tmp_path: Path) 
         "resolve",
         "finalize",
     }
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_usage_of_a_killed_process_is_kept(tmp_path: Path, sig: signal.Signals) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache.sqlite"
+    p = _worker(run, cache, slow=True)
+    try:
+        _wait_until(lambda: cache.exists() and Cache(cache).stats()["completions"] >= 3, p)
+    finally:
+        os.kill(p.pid, sig)
+        p.wait(30)
+    cached = Cache(cache).stats()["completions"]  # extraction only: one entry per call
+    assert _worker(run, cache, resume=True).wait(120) == 0
+    earlier = json.loads((run / "run.json").read_text())["usage_earlier_processes"]
+    calls = earlier[-1]["usage_by_role"]["teacher"]["calls"]
+    # every answer in the cache was paid for, and at most the calls in flight were not cached
+    assert cached <= calls <= cached + CFG.teacher_concurrency
