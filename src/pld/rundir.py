@@ -58,6 +58,30 @@ def atomic_write(path: Path, data: str, *, durable: bool = True) -> None:
 LOCK_FILE = ".pld.lock"
 
 
+def check_destination(path: Path, flag: str = "--out") -> None:
+    """Refuse, before any work is done, an output file that could not be written at the end:
+    a directory, a missing or unwritable parent, something other than a regular file. The
+    probe is a real temporary file in the parent (permission bits alone lie for root and on
+    read-only mounts)."""
+    parent = path.parent
+    if path.is_dir():
+        raise RunDirError(f"{flag} {path} is a directory; give a file path")
+    if path.exists() and not path.is_file():
+        raise RunDirError(f"{flag} {path} is not a regular file; give a file path")
+    if not parent.is_dir():
+        raise RunDirError(
+            f"{flag} {path}: directory {parent} does not exist; create it or choose another {flag}"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunDirError(
+            f"{flag} {path}: cannot write to {parent} ({e.strerror or e}); choose another {flag}"
+        ) from e
+
+
 class DirLock:
     """One process per run directory: an exclusive ``flock`` on ``.pld.lock`` inside it,
     held until ``release``, with the holder's PID written in the file for the message a

@@ -11,13 +11,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from pld.cache import Cache
+from pld.cli import main
 from pld.cli._common import RichProgress, console, summary_table
 from pld.distiller import Distiller
 from pld.errors import BudgetExceeded, RunDirError
 from pld.models.client import Accountant
 from pld.models.fake import HashEmbedder
+from pld.predictions import Prediction
 from pld.rulebook import Rulebook
 from pld.run import Run
 from pld.tasks.base import stratified_split
@@ -100,3 +103,31 @@ def test_budget_stop_keeps_the_usage_of_every_call_made(tmp_path: Path) -> None:
         train, val, run_dir=run, resume=True
     )
     assert _ledger(run)["usage_earlier_processes"][-1]["usage_by_role"]["teacher"]["calls"] == made
+
+
+@pytest.mark.parametrize("dest", ["missing/out.jsonl", "afile/out.jsonl"])
+def test_predict_refuses_an_unwritable_out_before_any_model_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: str
+) -> None:
+    run = _finished_run(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"id": "a", "text": "we saw apple pie", "label": "fruit"}\n')
+    calls: list[int] = []
+
+    def fake_predict(self: Rulebook, inputs: list, student: str, **kw: object) -> list:  # type: ignore[type-arg]
+        calls.append(len(inputs))
+        return [
+            Prediction(e.id, "fruit", e.label, 1.0, 0.0, 1, 1, 0, False, "fruit") for e in inputs
+        ]
+
+    monkeypatch.setattr(Rulebook, "predict", fake_predict)
+    args = ["predict", str(run), str(inputs), "--student", "local:smollm2", "--out"]
+    r = CliRunner().invoke(main, [*args, str(tmp_path / dest)])
+    assert r.exit_code == 2, r.output
+    assert calls == []  # refused before the student was asked anything
+    assert len(r.output.strip().splitlines()) == 1 and "--out" in r.output, r.output
+    assert not (tmp_path / "missing").exists()
+    ok = CliRunner().invoke(main, [*args, str(tmp_path / "ok.jsonl")])
+    assert ok.exit_code == 0 and calls == [1], ok.output  # the same command otherwise works
+    assert json.loads((tmp_path / "ok.jsonl").read_text())["label"] == "fruit"
