@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pld.config import DistillConfig
-from pld.errors import ConfigError, RunDirError
+from pld.errors import ConfigError, DataError, RunDirError
 from pld.models.client import Accountant
 from pld.rundir import RunDir
 
@@ -43,8 +43,7 @@ SAVE_INTERVAL_S = 2.0
 
 def previous_ledger(path: str | Path) -> dict[str, Any]:
     """The ledger of an existing run (what ``pld distill --resume`` continues from)."""
-    ledger: dict[str, Any] = RunDir(path, read_only=True).read_json(LEDGER)
-    return ledger
+    return RunDir(path, read_only=True).read_ledger()
 
 
 class Run:
@@ -102,7 +101,7 @@ class Run:
         stages are kept and its usage is carried forward, never lost."""
         self.state = state
         if self.dir is not None and self.resume:
-            prev = self.dir.read_json(LEDGER)
+            prev = self.dir.read_ledger()
             self._check_identity(prev)
             state["phases"] = {
                 k: v for k, v in prev.get("phases", {}).items() if v.get("status") == "done"
@@ -212,7 +211,14 @@ class Run:
         ``summary``. Usage is booked to the stage; a stage without files always runs."""
         self.accountant.phase = name
         if load is not None and self.dir is not None and self._have(name, files):
-            return load(self.dir)
+            try:
+                return load(self.dir)
+            except (RunDirError, KeyError, TypeError, ValueError, AttributeError, DataError) as e:
+                # valid JSON of the wrong shape is as damaged as a truncated file
+                log.warning(
+                    "%s: %s is damaged (%s); recomputing it from the cache", self.path, name, e
+                )
+                self.damaged.extend(files)
         t0 = time.perf_counter()
         value = await produce()
         if self.dir is not None and save is not None:

@@ -9,13 +9,14 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pld.errors import RunDirError
+from pld.errors import PLDError, RunDirError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FILES = (
     "run.json",
@@ -226,32 +227,74 @@ class RunDir:
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
         )
 
+    def fix(self, name: str) -> str:
+        """How to repair a damaged artifact ``name``, as a working command. Every artifact but
+        the ledger is rebuilt from the cache by resuming; the ledger holds what a resume
+        needs (the arguments, the split), so a damaged one means starting again — at no
+        model cost, as every finished call is in the cache."""
+        if name == "run.json":
+            return (
+                f"move it aside and start the run again with pld distill --out {self.path} "
+                "--force and the run's arguments (finished calls come from the cache)"
+            )
+        return f"rerun pld distill --resume {self.path} to rebuild it from the cache"
+
+    def _damaged(self, name: str, why: object) -> RunDirError:
+        return RunDirError(f"{self.file(name)} is unreadable or damaged ({why}); {self.fix(name)}")
+
     def read_text(self, name: str) -> str:
         """An artifact's exact text (no newline translation: prompts are sent byte for byte)."""
-        p = self.file(name)
         try:
-            with p.open(encoding="utf-8", newline="") as f:
+            with self.file(name).open(encoding="utf-8", newline="") as f:
                 return f.read()
         except (OSError, ValueError) as e:
-            raise RunDirError(f"{p} is unreadable ({e}); rerun with --resume to rebuild it") from e
+            raise self._damaged(name, e) from e
 
     def read_json(self, name: str) -> Any:
         """Read a JSON artifact; a damaged one is a RunDirError naming the fix."""
-        p = self.file(name)
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
+            return json.loads(self.file(name).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            raise RunDirError(
-                f"{p} is unreadable or damaged ({e}); delete it and rerun with --resume to "
-                "rebuild it from the cache"
-            ) from e
+            raise self._damaged(name, e) from e
 
     def read_jsonl(self, name: str) -> list[Any]:
         """Read a JSONL artifact; a damaged one is a RunDirError naming the fix."""
-        p = self.file(name)
         try:
-            return [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+            text = self.file(name).read_text(encoding="utf-8")
+            return [json.loads(x) for x in text.splitlines() if x.strip()]
         except (OSError, ValueError) as e:
-            raise RunDirError(
-                f"{p} is unreadable or damaged ({e}); delete it and rerun with --resume"
-            ) from e
+            raise self._damaged(name, e) from e
+
+    def load(self, name: str, build: Callable[[Any], T]) -> T:
+        """Read artifact ``name`` (JSON or JSONL by its extension) and ``build`` the object it
+        holds. Valid JSON of the wrong shape (``{}`` for an instruction set, a row that is not
+        an object) is as damaged as a truncated file: a RunDirError naming the file and the
+        fix, never a KeyError or TypeError from deep inside a reader."""
+        raw = self.read_jsonl(name) if name.endswith(".jsonl") else self.read_json(name)
+        try:
+            return build(raw)
+        except (KeyError, TypeError, ValueError, AttributeError, PLDError) as e:
+            why = f"missing {e}" if isinstance(e, KeyError) else e
+            raise self._damaged(name, why) from e
+
+    def read_ledger(self) -> dict[str, Any]:
+        """run.json, checked to be a ledger: an object whose records are objects."""
+        return self.load("run.json", ledger_shape)
+
+
+def ledger_shape(d: Any) -> dict[str, Any]:
+    """``d`` if it has a ledger's shape (what every reader of run.json relies on)."""
+    if not isinstance(d, dict):
+        raise TypeError(f"expected a JSON object, found {type(d).__name__}")
+    for key in ("task", "config", "models", "phases", "cli"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise TypeError(f"'{key}' should be an object, found {type(d[key]).__name__}")
+    return d
+
+
+def rows_of_objects(rows: list[Any]) -> list[dict[str, Any]]:
+    """A JSONL artifact's rows, each checked to be an object."""
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise TypeError(f"line {i} is not a JSON object")
+    return rows

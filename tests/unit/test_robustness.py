@@ -22,7 +22,7 @@ from pld.models.client import Accountant
 from pld.models.fake import HashEmbedder
 from pld.predictions import Prediction
 from pld.rulebook import Rulebook
-from pld.run import Run
+from pld.run import Run, previous_ledger
 from pld.tasks.base import stratified_split
 from tests.fakes import SCRIPTED_CFG, make_student, make_task, make_teacher
 
@@ -131,3 +131,80 @@ def test_predict_refuses_an_unwritable_out_before_any_model_work(
     ok = CliRunner().invoke(main, [*args, str(tmp_path / "ok.jsonl")])
     assert ok.exit_code == 0 and calls == [1], ok.output  # the same command otherwise works
     assert json.loads((tmp_path / "ok.jsonl").read_text())["label"] == "fruit"
+
+
+def _truncate_last_row(p: Path) -> str:
+    """Cut the last row at a field boundary: still valid JSON, but an incomplete record."""
+    rows = p.read_text().splitlines()
+    last = json.loads(rows[-1])
+    rows[-1] = json.dumps({k: last[k] for k in list(last)[:1]})
+    return "\n".join(rows) + "\n"
+
+
+DAMAGES = [
+    ("report", "rounds.jsonl", lambda p: p.read_text()[: len(p.read_text()) // 2]),
+    ("report", "rounds.jsonl", lambda p: p.read_text() + "12\n"),
+    ("report", "examples_train.jsonl", _truncate_last_row),
+    ("report", "instructions.json", lambda p: "{}"),
+    ("report", "calibration.json", lambda p: "[]"),
+    ("predict", "run.json", lambda p: "{}"),
+    ("predict", "run.json", lambda p: "[]"),
+    ("predict", "run.json", lambda p: '{"task": []}'),
+]
+
+
+@pytest.mark.parametrize(("command", "name", "damage"), DAMAGES)
+def test_damaged_artifact_is_one_line_naming_file_and_fix(
+    tmp_path: Path, command: str, name: str, damage: object
+) -> None:
+    run = _finished_run(tmp_path)
+    (run / name).write_text(damage(run / name))  # type: ignore[operator]
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"id": "a", "text": "we saw apple pie"}\n')
+    args = [command, str(run)] + (
+        [str(inputs), "--student", "local:smollm2"] if command == "predict" else []
+    )
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.exception
+    line = r.output.strip()
+    assert len(line.splitlines()) == 1 and str(run / name) in line, line
+    assert f"pld distill --resume {run}" in line or f"pld distill --out {run} --force" in line, line
+
+
+def test_a_damaged_stage_artifact_is_rebuilt_by_following_the_advice(tmp_path: Path) -> None:
+    train, val = _split()
+    run, cache = tmp_path / "run", Cache(tmp_path / "c.sqlite")
+    d = Distiller(make_teacher(), make_student(), HashEmbedder(), config=CFG, cache=cache)
+    good = d.fit(train, val, run_dir=run).instructions_
+    (run / "instructions.json").write_text("{}")  # valid JSON, not an instruction set
+    with pytest.raises(RunDirError) as e:
+        Rulebook.load(run)
+    assert f"rerun pld distill --resume {run}" in str(e.value)
+    teacher = make_teacher()
+    again = Distiller(teacher, make_student(), HashEmbedder(), config=CFG, cache=cache).fit(
+        train, val, run_dir=run, resume=True
+    )
+    assert again.instructions_ == good == Rulebook.load(run).instructions
+    assert teacher.requests == []  # rebuilt from the cache
+
+
+def test_damaged_ledger_advice_works(tmp_path: Path) -> None:
+    train, val = _split()
+    run, cache = tmp_path / "run", Cache(tmp_path / "c.sqlite")
+    d = Distiller(make_teacher(), make_student(), HashEmbedder(), config=CFG, cache=cache)
+    good = d.fit(train, val, run_dir=run).instructions_
+    text = (run / "run.json").read_text()
+    (run / "run.json").write_text(text[: len(text) // 2])  # truncated
+    with pytest.raises(RunDirError) as e:
+        previous_ledger(run)  # what pld distill --resume reads first
+    msg = str(e.value)
+    assert "run.json" in msg and f"pld distill --out {run} --force" in msg, msg
+    assert "--resume" not in msg  # resuming needs the ledger it would tell you to delete
+    # follow it: move run.json aside, start again with --force: nothing is paid twice
+    (run / "run.json").rename(tmp_path / "run.json.damaged")
+    teacher = make_teacher()
+    again = Distiller(teacher, make_student(), HashEmbedder(), config=CFG, cache=cache).fit(
+        train, val, run_dir=run, force=True
+    )
+    assert again.instructions_ == good == Rulebook.load(run).instructions
+    assert teacher.requests == []
