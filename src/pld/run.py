@@ -46,6 +46,24 @@ def previous_ledger(path: str | Path) -> dict[str, Any]:
     return RunDir(path, read_only=True).read_ledger()
 
 
+def whole_run_usage(ledger: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Usage by role over every process that worked on the run (the earlier ones a resume
+    carried forward, and the last): what the run cost in all."""
+    total: dict[str, dict[str, Any]] = {}
+    parts = [*ledger.get("usage_earlier_processes", []), ledger]
+    for part in parts:
+        for role, stats in (part.get("usage_by_role") or {}).items():
+            into = total.setdefault(role, {})
+            for k, v in stats.items():
+                if isinstance(v, (int, float)):
+                    into[k] = into.get(k, 0) + v
+                elif isinstance(v, dict):  # errors by type
+                    errs = into.setdefault(k, {})
+                    for name, n in v.items():
+                        errs[name] = errs.get(name, 0) + n
+    return dict(sorted(total.items()))
+
+
 class Run:
     """A fit's run directory (or, with ``path=None``, the same bookkeeping in memory)."""
 

@@ -208,3 +208,49 @@ def test_damaged_ledger_advice_works(tmp_path: Path) -> None:
     )
     assert again.instructions_ == good == Rulebook.load(run).instructions
     assert teacher.requests == []
+
+
+def test_distill_summary_is_the_final_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pld.distiller
+
+    teachers: list = []  # type: ignore[type-arg]
+
+    def chat(spec: str):  # type: ignore[no-untyped-def]
+        if spec == "fake:teacher":
+            teachers.append(make_teacher())
+            return teachers[-1]
+        return make_student()
+
+    monkeypatch.setattr(pld.distiller, "resolve_chat", chat)
+    monkeypatch.setattr(pld.distiller, "resolve_embedder", lambda spec: HashEmbedder())
+    data = tmp_path / "task.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": e.fields["text"], "label": e.label}) + "\n"
+            for e in make_task(10).examples
+        )
+    )
+    run = tmp_path / "run"
+    first = ["distill", "--task", str(data), "--description", "What is it about?"]
+    first += ["--teacher", "fake:teacher", "--student", "fake:student", "--out", str(run)]
+    first += ["--eps", "0.3", "--min-samples", "3", "--max-rounds", "1", "--max-calls", "5"]
+    r = CliRunner().invoke(main, first)
+    assert r.exit_code == 2 and "max_calls=5" in r.output, r.output  # a budget stop
+    r = CliRunner().invoke(main, ["distill", "--resume", str(run), "--max-calls", "10000"])
+    assert r.exit_code == 0, r.output
+    led = _ledger(run)
+    lines = {
+        ln.split("│")[1].strip(): ln.split("│")[2].strip()
+        for ln in r.output.splitlines()
+        if ln.count("│") == 3
+    }
+    for role, s in led["usage_by_role"].items():
+        assert lines[role].startswith(f"{s['calls']} calls ({s['cache_hits']} cache hits"), role
+    # and what the whole run cost: every teacher call either process made
+    made = sum(len(t.requests) for t in teachers)
+    assert made > led["usage_by_role"]["teacher"]["calls"]  # the first process's 5 count too
+    assert lines["teacher (whole run)"].startswith(f"{made} calls ("), lines
+    syn = led["phases"]["synthesize"]
+    assert f"{syn['instructions']} synthesized" in lines["rules"]
