@@ -1,5 +1,6 @@
 """A distillation with scripted models and a per-call delay, run as its own process so tests
-can kill -9 it at any point (python -m tests.fault_worker RUN_DIR CACHE [--resume])."""
+can kill -9 it at any point (python -m tests.fault_worker RUN_DIR CACHE [--resume] [--slow];
+--slow makes each call take a second, so a test can act while the run is alive)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ CFG = SCRIPTED_CFG
 def main() -> None:
     run_dir, cache = sys.argv[1], sys.argv[2]
     resume = "--resume" in sys.argv
-    delay = 0.03
+    delay = 1.0 if "--slow" in sys.argv else 0.03
     task = make_task(10)
     sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
     teacher, student = make_teacher(), make_student()

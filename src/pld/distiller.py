@@ -217,6 +217,8 @@ class Distiller:
             best, self.rounds_, self.val_predictions_ = await f.resolve(self.instructions_v0_)
             self.rulebook_ = await f.finalize(best, self.rounds_)
         self.usage_ = run.usage()
+        # the ledger as last saved (at close, after every call): what run.json holds
+        self.ledger_: dict[str, Any] = run.state
         self._student_client: ChatClient | None = student
         self.run_dir_ = run.path
         return self

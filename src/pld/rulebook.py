@@ -28,7 +28,7 @@ from pld.phases.classify import CONTENT_FREE, classify_with, label_prior
 from pld.predictions import Item, Prediction, as_items
 from pld.prompts import Prompt, system_prompt_for
 from pld.rules import InstructionSet, render_markdown
-from pld.rundir import RunDir
+from pld.rundir import RunDir, ledger_shape, rows_of_objects
 from pld.tasks.base import Example, Task
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def task_from_json(d: Mapping[str, Any]) -> Task:
             label_descriptions=dict(d.get("label_descriptions") or {}),
         )
     except (KeyError, TypeError) as e:
-        raise DataError(f"run.json has an incomplete task record ({e}); rerun pld distill") from e
+        raise DataError(f"incomplete task record (missing or wrong {e})") from e
 
 
 def calibration_record(prior: Mapping[str, float] | None) -> dict[str, Any]:
@@ -81,6 +81,25 @@ def prior_drift(saved: Mapping[str, float] | None, now: Mapping[str, float] | No
     if worst <= PRIOR_TOLERANCE or math.isnan(worst):
         return None
     return f"saved prior {dict(saved)} vs recomputed {dict(now)} (max difference {worst:.3g})"
+
+
+def _calibration_shape(d: Any) -> dict[str, Any]:
+    if not isinstance(d, dict) or not isinstance(d.get("prior") or {}, dict):
+        raise TypeError("expected an object with a 'prior' object")
+    return d
+
+
+def _rounds_shape(rows: list[Any]) -> list[dict[str, Any]]:
+    for r in rows_of_objects(rows):
+        int(r["round"])
+    return rows
+
+
+def _sources(rows: list[Any]) -> dict[str, dict[str, str]]:
+    return {
+        str(e["id"]): {"input": str(e["input"]), "label": str(e["label"])}
+        for e in rows_of_objects(rows)
+    }
 
 
 @dataclass(frozen=True)
@@ -156,40 +175,44 @@ class Rulebook:
 
     def save(self, path: str | Path) -> Path:
         """Save to ``path`` so that ``Rulebook.load(path)`` gives the same rulebook back. A
-        directory other than the rulebook's own is overwritten (pld's files only)."""
+        directory other than the rulebook's own is overwritten (pld's files only); a directory a
+        running fit holds is refused."""
         same = self.origin is not None and Path(path).resolve() == self.origin.resolve()
-        rd = RunDir(path, resume=True) if same else RunDir(path, force=True)
-        rd.write_text("instructions.json", self.instructions.dumps())
-        self.write_artifacts(rd)
-        if not rd.exists("run.json"):
-            rd.write_json("run.json", {"pld_version": __version__, "task": task_to_json(self.task)})
-        return rd.path
+        with RunDir(path, resume=same, force=not same, lock=True) as rd:
+            rd.write_text("instructions.json", self.instructions.dumps())
+            self.write_artifacts(rd)
+            if not rd.exists("run.json"):
+                task = task_to_json(self.task)
+                rd.write_json("run.json", {"pld_version": __version__, "task": task})
+            return rd.path
 
     @classmethod
     def load(cls, path: str | Path) -> Rulebook:
         """Read a finished run (or a saved rulebook). Reads only; a missing optional artifact
-        (rounds, calibration, training sources) leaves its field empty."""
+        (rounds, calibration, training sources) leaves its field empty; a damaged one, or one
+        of the wrong shape, is a RunDirError naming the file and the fix."""
         rd = RunDir(path, read_only=True)
-        run = rd.read_json("run.json")
+        run = rd.read_ledger()
+        task = rd.load("run.json", lambda d: task_from_json(ledger_shape(d)["task"] or {}))
         if not rd.exists("instructions.json"):
             raise RunDirError(
                 f"{rd.path} has no instructions.json: the run has not finished; continue it "
                 f"with pld distill --resume {rd.path}"
             )
-        cal = rd.read_json("calibration.json") if rd.exists("calibration.json") else None
-        examples = (
-            rd.read_jsonl("examples_train.jsonl") if rd.exists("examples_train.jsonl") else []
-        )
+
+        def optional(name: str, build: Callable[[Any], Any], default: Any) -> Any:
+            return rd.load(name, build) if rd.exists(name) else default
+
         return cls(
-            task=task_from_json(run.get("task") or {}),
-            instructions=InstructionSet.from_json(rd.read_json("instructions.json")),
+            task=task,
+            instructions=rd.load("instructions.json", InstructionSet.from_json),
             system_prompt=rd.read_text("system_prompt.txt"),
             user_template=rd.read_text("user_template.txt"),
             calibrate=bool((run.get("config") or {}).get("calibrate", True)),
-            calibration=cal,
+            calibration=optional("calibration.json", _calibration_shape, None),
             models=dict(run.get("models") or {}),
-            rounds=tuple(rd.read_jsonl("rounds.jsonl") if rd.exists("rounds.jsonl") else ()),
-            sources={e["id"]: {"input": e["input"], "label": e["label"]} for e in examples},
+            rounds=tuple(optional("rounds.jsonl", _rounds_shape, [])),
+            sources=optional("examples_train.jsonl", _sources, {}),
             run_info=run,
             origin=rd.path,
         )

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,24 +17,30 @@ import pytest
 from pld.cache import Cache
 from pld.config import DistillConfig
 from pld.distiller import Distiller
-from pld.errors import BackendUnavailable
+from pld.errors import BackendUnavailable, RunDirError
+from pld.models.client import Accountant
 from pld.models.fake import HashEmbedder, ScriptedChatModel
+from pld.run import Run
 from pld.rundir import FILES
 from pld.tasks.base import stratified_split
 from tests.conftest import ROOT
+from tests.fakes import SCRIPTED_CFG as CFG
 from tests.fakes import make_student, make_task, make_teacher
 
 pytestmark = pytest.mark.integration
-# every artifact but run.json (timings, usage) and the predictions (compared separately)
-ARTIFACTS = tuple(f for f in FILES if f not in ("run.json", "predictions_val.jsonl"))
+# every artifact but the ledger (timings, usage) and the predictions (compared separately)
+ARTIFACTS = tuple(f for f in FILES if f not in ("run.json", "usage.json", "predictions_val.jsonl"))
 
 
-def _worker(run: Path, cache: Path, resume: bool = False) -> subprocess.Popen[bytes]:
+def _worker(
+    run: Path, cache: Path, resume: bool = False, slow: bool = False
+) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "tests.fault_worker", str(run), str(cache)]
     return subprocess.Popen(
-        args + (["--resume"] if resume else []),
+        args + (["--resume"] if resume else []) + (["--slow"] if slow else []),
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # this checkout's pld, whichever one the virtualenv has installed
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
     )
 
 
@@ -159,3 +166,55 @@ def test_damaged_artifact_is_reported_and_rebuilt_from_cache(tmp_path: Path) -> 
     assert (tmp_path / "run" / "clusters.json").read_text() == good
     assert teacher.requests == []  # rebuilt entirely from the cache
     assert not (tmp_path / "run" / ".rules.jsonl.abc.tmp").exists()
+
+
+def _wait_until(cond: Callable[[], bool], p: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not cond():
+        assert p.poll() is None, "the worker ended before the test could act"
+        assert time.monotonic() < deadline, "the worker never got there"
+        time.sleep(0.01)
+
+
+def test_live_run_is_locked_and_a_killed_ones_lock_never_blocks(tmp_path: Path) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache.sqlite"
+    p = _worker(run, cache, slow=True)
+    try:
+        _wait_until(lambda: (run / "run.json").exists(), p)
+        for kw in ({"resume": True}, {"force": True}):  # --resume twice; --force on a live run
+            with pytest.raises(
+                RunDirError, match=rf"in use by another pld process \(PID {p.pid}\)"
+            ):
+                Run(run, Accountant(), **kw)
+        assert (run / "run.json").exists()  # --force deleted nothing
+        assert p.poll() is None
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+    # the dead holder's PID is still in the lock file, but the kernel released its lock
+    assert (run / ".pld.lock").read_text().strip() == str(p.pid)
+    r = _worker(run, cache, resume=True)
+    assert r.wait(120) == 0
+    assert set(json.loads((run / "run.json").read_text())["phases"]) == {
+        "extract",
+        "synthesize",
+        "resolve",
+        "finalize",
+    }
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_usage_of_a_killed_process_is_kept(tmp_path: Path, sig: signal.Signals) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache.sqlite"
+    p = _worker(run, cache, slow=True)
+    try:
+        _wait_until(lambda: cache.exists() and Cache(cache).stats()["completions"] >= 3, p)
+    finally:
+        os.kill(p.pid, sig)
+        p.wait(30)
+    cached = Cache(cache).stats()["completions"]  # extraction only: one entry per call
+    assert _worker(run, cache, resume=True).wait(120) == 0
+    earlier = json.loads((run / "run.json").read_text())["usage_earlier_processes"]
+    calls = earlier[-1]["usage_by_role"]["teacher"]["calls"]
+    # every answer in the cache was paid for, and at most the calls in flight were not cached
+    assert cached <= calls <= cached + CFG.teacher_concurrency

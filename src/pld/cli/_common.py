@@ -21,9 +21,16 @@ UNBOUNDED_WIDTH = 1000
 
 
 def console(*, stderr: bool = False) -> Console:
-    """A console that wraps at the terminal's width, and never when not writing to one."""
-    c = Console(stderr=stderr)
-    return c if c.is_terminal else Console(stderr=stderr, width=UNBOUNDED_WIDTH)
+    """A console that wraps at the terminal's width, and never when not writing to one.
+
+    Everything pld prints holds user text (labels, specs, paths, error messages), so markup
+    and emoji codes are off here, once, for every command: a label ``[red]``, a spec
+    ``openai:m:x`` or a path ``runs/a[/]b`` prints as typed and can never crash the output.
+    Styles are given as ``Text`` styles, never as markup inside strings."""
+    c = Console(stderr=stderr, markup=False, emoji=False)
+    if c.is_terminal:
+        return c
+    return Console(stderr=stderr, markup=False, emoji=False, width=UNBOUNDED_WIDTH)
 
 
 out = console()
@@ -51,7 +58,7 @@ class RichProgress:
 
     def __init__(self, c: Console) -> None:
         self._p = Progress(
-            TextColumn("[bold]{task.description:<11}"),
+            TextColumn("{task.description:<11}", style="bold", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),

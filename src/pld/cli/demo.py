@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from pld.cli._common import RichProgress, err, out, summary_table, usage_rows
 from pld.demo import demo_data, run_demo
@@ -23,9 +24,12 @@ def demo(out_dir: str, teacher: str, student: str, max_rounds: int) -> None:
     t_start = time.perf_counter()
     task, sp = demo_data()
     out.print(
-        f"[bold]pld demo[/] — task {task.name!r}: {len(task.examples)} tickets, labels "
-        f"{', '.join(task.labels)}; split {len(sp.train)}/{len(sp.val)}/{len(sp.test)}; "
-        f"teacher {redact_spec(teacher)}, student {redact_spec(student)} (all offline)"
+        Text.assemble(
+            ("pld demo", "bold"),
+            f" — task {task.name!r}: {len(task.examples)} tickets, labels "
+            f"{', '.join(task.labels)}; split {len(sp.train)}/{len(sp.val)}/{len(sp.test)}; "
+            f"teacher {redact_spec(teacher)}, student {redact_spec(student)} (all offline)",
+        )
     )
     with RichProgress(err) as prog:
         res = run_demo(out_dir, teacher, student, max_rounds, progress=prog)

@@ -12,6 +12,7 @@ from pld.cli._common import RichProgress, err, open_cache, out, summary_table, u
 from pld.config import DistillConfig
 from pld.distiller import Distiller, plan_distill
 from pld.errors import ConfigError
+from pld.run import whole_run_usage
 from pld.taskref import DEFAULT_SPLIT
 
 
@@ -120,21 +121,36 @@ def distill(
             force=force,
             meta=plan.meta,
         )
-    r0 = d.rounds_[0]["val_macro_f1"] if d.rounds_ else float("nan")
-    best = max((r.get("val_macro_f1", 0.0) for r in d.rounds_ if r.get("accepted")), default=r0)
+    out.print(summary_table("pld distill", summary_rows(d, run_dir, time.perf_counter() - t0)))
+
+
+def summary_rows(d: Distiller, run_dir: str, wall_s: float) -> list[tuple[str, str]]:
+    """The summary, read from the run's final ledger (run.json as saved after the last call),
+    so what is printed is what run.json says; a resumed run also shows its whole cost."""
+    led = d.ledger_
+    phases = led.get("phases", {})
+    ext, syn, res = (phases.get(k, {}) for k in ("extract", "synthesize", "resolve"))
+    nan = float("nan")
+    r0, best = res.get("val_macro_f1"), res.get("best_val_macro_f1")
     rows = [
         ("run directory", str(Path(run_dir).resolve())),
         ("rulebook", str((Path(run_dir) / "prompt.md").resolve())),
         (
             "rules",
-            f"{len(d.rules_)} extracted, {len(d.extraction_failures_)} failed; "
-            f"{len(d.instructions_v0_)} synthesized, {len(d.instructions_)} final",
+            f"{ext.get('rules', 0)} extracted, {ext.get('failures', 0)} failed; "
+            f"{syn.get('instructions', 0)} synthesized, {len(d.instructions_)} final",
         ),
-        ("val macro-F1", f"{r0:.3f} after synthesis -> {best:.3f} after resolve"),
-        *usage_rows(d.usage_["by_role"]),
-        ("wall time", f"{time.perf_counter() - t0:.1f} s"),
+        (
+            "val macro-F1",
+            f"{nan if r0 is None else r0:.3f} after synthesis -> "
+            f"{nan if best is None else best:.3f} after resolve",
+        ),
+        *usage_rows(led.get("usage_by_role", {})),
     ]
-    out.print(summary_table("pld distill", rows))
+    if led.get("usage_earlier_processes"):
+        whole = whole_run_usage(led)
+        rows += [(f"{role} (whole run)", v) for role, v in usage_rows(whole)]
+    return [*rows, ("wall time", f"{wall_s:.1f} s")]
 
 
 COMMANDS = [distill]

@@ -9,6 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pld.cli._common import RichProgress, err, open_cache, out
 from pld.evaluate import Comparison, compare, evaluation_items
@@ -114,7 +115,7 @@ def render_comparison(c: Comparison, to: Console) -> None:
             f"{lab}: P {v['precision']:.2f} R {v['recall']:.2f} F1 {v['f1']:.2f}"
             for lab, v in r["per_class"].items()
         )
-        to.print(f"[bold]{m}[/] per class — {pc}")
+        to.print(Text.assemble((m, "bold"), f" per class — {pc}"))
         conf = "; ".join(
             f"{g} -> " + ", ".join(f"{p}:{c}" for p, c in row.items() if c)
             for g, row in r["confusion"].items()

@@ -11,7 +11,7 @@ import click
 from pld.cli._common import open_cache, out
 from pld.metrics import summary
 from pld.rulebook import Rulebook
-from pld.rundir import atomic_write
+from pld.rundir import atomic_write, check_destination
 from pld.tasks.base import Example, template_fields
 from pld.tasks.files import load_records
 
@@ -39,6 +39,8 @@ def predict(
 ) -> None:
     """Classify INPUTS (JSONL with the task's fields) with the rulebook in RUN_DIR, sending
     exactly the saved system_prompt.txt and user_template.txt."""
+    if out_path:  # before any model work: a destination that cannot be written fails now
+        check_destination(Path(out_path))
     rb = Rulebook.load(run_dir)
     recs = load_records(
         inputs, text_fields=template_fields(rb.user_template), labels=rb.labels, require_label=False

@@ -112,6 +112,23 @@ class Accountant:
         # worst-case cost of attempts that may have been billed without reporting usage
         # (timeouts: the server may still be generating); counts against the cost cap
         self.unsettled_cost_usd = 0.0
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def subscribe(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(billed)`` after every change to the usage: ``billed`` is True for
+        a call that was sent (it may cost money), False for a cache hit. A run's ledger
+        listens, so the usage on disk never lags the calls that were paid for."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[bool], None]) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, billed: bool) -> None:
+        # outside the lock: a listener reads the totals
+        for listener in list(self._listeners):
+            listener(billed)
 
     def _s(self, role: str, phase: str | None = None) -> RoleStats:
         return self.stats.setdefault((role, phase or self.phase), RoleStats())
@@ -180,6 +197,7 @@ class Accountant:
             s.cached_prompt_tokens += usage.cached_prompt_tokens
             s.cost_usd += cost
             s.latency_s += latency
+        self._notify(True)
 
     def settle_error(self, r: Reservation, err: BaseException, *, final: bool) -> None:
         """The attempt failed: it still counts as a call (it was sent). A timed-out or
@@ -189,30 +207,33 @@ class Accountant:
             s = self._release(r)
             if isinstance(err, (BackendTimeout, asyncio.CancelledError)):
                 self.unsettled_cost_usd += r.cost_usd
-            if isinstance(err, asyncio.CancelledError):
-                return
-            name = type(err).__name__
-            s.errors[name] = s.errors.get(name, 0) + 1
-            if final:
-                s.failures += 1
-            else:
-                s.retries += 1
+            if not isinstance(err, asyncio.CancelledError):
+                name = type(err).__name__
+                s.errors[name] = s.errors.get(name, 0) + 1
+                if final:
+                    s.failures += 1
+                else:
+                    s.retries += 1
+        self._notify(True)
 
     def record_hit(self, role: str) -> None:
         with self._lock:
             self._s(role).cache_hits += 1
+        self._notify(False)
 
     def by_role(self) -> dict[str, dict[str, Any]]:
         out: dict[str, RoleStats] = {}
-        for (role, _), s in self.stats.items():
-            agg = out.setdefault(role, RoleStats())
-            _merge(agg, s)
-        return {r: s.to_json() for r, s in sorted(out.items())}
+        with self._lock:  # a consistent snapshot while other threads settle calls
+            for (role, _), s in self.stats.items():
+                agg = out.setdefault(role, RoleStats())
+                _merge(agg, s)
+            return {r: s.to_json() for r, s in sorted(out.items())}
 
     def by_phase(self) -> dict[str, dict[str, dict[str, Any]]]:
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        for (role, phase), s in sorted(self.stats.items()):
-            out.setdefault(phase, {})[role] = s.to_json()
+        with self._lock:
+            for (role, phase), s in sorted(self.stats.items()):
+                out.setdefault(phase, {})[role] = s.to_json()
         return out
 
 
