@@ -116,7 +116,7 @@ def test_batch_mode_needs_a_run_directory_and_no_api_key(
 
 def test_cache_prompt_spec_option_is_validated() -> None:
     assert parse_spec("local:smollm2?cache_prompt=off").options == {"cache_prompt": "off"}
-    with pytest.raises(ConfigError, match="cache_prompt=.* must be one of: on, off"):
+    with pytest.raises(ConfigError, match=r"cache_prompt=.* must be one of: on, off"):
         parse_spec("local:smollm2?cache_prompt=maybe")
 
 

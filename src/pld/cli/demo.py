@@ -7,28 +7,39 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from pld.cli._common import RichProgress, err, out, summary_table, usage_rows
-from pld.demo import demo_data, run_demo
+from pld.demo import DEMO_TEACHER, demo_data, run_demo
 from pld.models.registry import redact_spec
+from pld.rules import InstructionSet
 
 
 @click.command()
 @click.option("--out", "out_dir", default=".pld-demo/run", show_default=True)
-@click.option("--teacher", default="local:smollm2", show_default=True)
+@click.option(
+    "--teacher",
+    default=None,
+    help=f"Teacher spec [default: {DEMO_TEACHER}'s recorded replies, shipped with pld].",
+)
 @click.option("--student", default="local:smollm2", show_default=True)
 @click.option("--max-rounds", default=2, show_default=True)
-def demo(out_dir: str, teacher: str, student: str, max_rounds: int) -> None:
-    """Distill the built-in support-ticket task offline and report before/after on test."""
+def demo(out_dir: str, teacher: str | None, student: str, max_rounds: int) -> None:
+    """Distill the built-in support-ticket task offline and report before/after on test.
+
+    By default the teacher is a frontier LLM whose replies were recorded once and ship with
+    pld; the embedding, the student and the scoring run on this machine."""
     t_start = time.perf_counter()
     task, sp = demo_data()
+    shown_teacher = redact_spec(teacher) if teacher else f"{DEMO_TEACHER} (recorded)"
     out.print(
         f"[bold]pld demo[/] — task {task.name!r}: {len(task.examples)} tickets, labels "
         f"{', '.join(task.labels)}; split {len(sp.train)}/{len(sp.val)}/{len(sp.test)}; "
-        f"teacher {redact_spec(teacher)}, student {redact_spec(student)} (all offline)"
+        f"teacher {shown_teacher}, student {redact_spec(student)} (all offline)"
     )
     with RichProgress(err) as prog:
         res = run_demo(out_dir, teacher, student, max_rounds, progress=prog)
+    _print_rules(res.distiller.instructions_, res.teacher, res.note)
     sr, sb, sa = (
         c.methods[m]
         for c, m in (
@@ -74,6 +85,17 @@ def demo(out_dir: str, teacher: str, student: str, max_rounds: int) -> None:
         ("wall time", f"{time.perf_counter() - t_start:.1f} s"),
     ]
     out.print(summary_table("pld demo — held-out test split", rows))
+
+
+def _print_rules(rules: InstructionSet, teacher: str, note: str) -> None:
+    """The rulebook itself: the point of the demo is to read it."""
+    out.print(f"\n[bold]The rulebook[/] — rules written by {escape(teacher)}", highlight=False)
+    for ins in rules.instructions:
+        labels = escape(", ".join(ins.labels))
+        out.print(f"  [bold]{escape(ins.id)}[/] ({labels}) {escape(ins.text)}", highlight=False)
+    if note:
+        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    out.print()
 
 
 COMMANDS = [demo]
