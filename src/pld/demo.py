@@ -27,7 +27,7 @@ from pathlib import Path
 from pld.batchrun import import_into_run
 from pld.cache import Cache
 from pld.config import DistillConfig
-from pld.distiller import Distiller
+from pld.distiller import Distiller, EmbedArg, ModelArg
 from pld.errors import ConfigError, TeacherBatchPending
 from pld.evaluate import Comparison, compare
 from pld.progress import Progress
@@ -107,18 +107,19 @@ def recorded_answerer(recording: Path) -> Answerer:
 
 def demo_distiller(
     teacher: str,
-    student: str,
+    student: ModelArg,
     max_rounds: int,
     cache: Cache,
     progress: Progress | None = None,
     *,
     batch: bool = False,
+    embedder: EmbedArg = "local:smollm2",
 ) -> Distiller:
     """The demo's Distiller (``batch``: the teacher in batch mode, inside the run folder)."""
     return Distiller(
         teacher=teacher,
         student=student,
-        embedder="local:smollm2",
+        embedder=embedder,
         config=DistillConfig.preset("small", max_rounds=max_rounds),
         cache=cache,
         progress=progress,

@@ -15,6 +15,7 @@ from pld.batch import BatchDir, run_batch_file
 from pld.batchrun import import_into_run
 from pld.cache import Cache
 from pld.cli import main
+from pld.demo import DEMO_TEACHER, demo_data, demo_distiller, recorded_answerer, recording_path
 from pld.distiller import Distiller
 from pld.errors import ConfigError, TeacherBatchPending
 from pld.models.fake import HashEmbedder, ScriptedChatModel
@@ -230,3 +231,25 @@ def test_import_refuses_a_file_missing_a_line(pending_run: tuple[Path, Path, Cac
     p = _fit(_distiller(cache, run.parent / "batch"), run, resume=True)
     assert p is not None and p.phase == "extract"
     assert len(Path(p.requests_file).read_text().splitlines()) == 1
+
+
+def test_the_demo_recording_answers_every_extraction_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails when a change to the extraction prompt (or the demo's split or settings) makes
+    the demo ask its recorded teacher something new: record it again, on purpose
+    (python -m bench.record_demo_teacher). The later phases are checked with the real
+    embedder and student in tests/integration/test_demo_recording.py."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    task, sp = demo_data()
+    d = demo_distiller(
+        DEMO_TEACHER, make_student(), 2, Cache(tmp_path / "c.sqlite"), embedder=HashEmbedder()
+    )
+    d.teacher_batch = tmp_path / "batch"
+    with pytest.raises(TeacherBatchPending) as e:
+        d.fit(task.with_examples(sp.train), task.with_examples(sp.val), run_dir=tmp_path / "r")
+    assert e.value.phase == "extract"
+    req = Path(e.value.requests_file)
+    assert len(req.read_text().splitlines()) == len(sp.train) == 40
+    missing = recorded_answerer(recording_path())(req, tmp_path / "results.jsonl")
+    assert missing == [], f"{len(missing)} demo extraction requests are not in the recording"

@@ -139,9 +139,13 @@ def distill(
             force=force,
             meta=plan.meta,
         )
+    out.print(summary_table("pld distill", _summary(d, run_dir, time.perf_counter() - t0)))
+
+
+def _summary(d: Distiller, run_dir: str, wall_s: float) -> list[tuple[str, str]]:
     r0 = d.rounds_[0]["val_macro_f1"] if d.rounds_ else float("nan")
     best = max((r.get("val_macro_f1", 0.0) for r in d.rounds_ if r.get("accepted")), default=r0)
-    rows = [
+    return [
         ("run directory", str(Path(run_dir).resolve())),
         ("rulebook", str((Path(run_dir) / "prompt.md").resolve())),
         (
@@ -151,9 +155,8 @@ def distill(
         ),
         ("val macro-F1", f"{r0:.3f} after synthesis -> {best:.3f} after resolve"),
         *usage_rows(d.usage_["by_role"]),
-        ("wall time", f"{time.perf_counter() - t0:.1f} s"),
+        ("wall time", f"{wall_s:.1f} s"),
     ]
-    out.print(summary_table("pld distill", rows))
 
 
 COMMANDS = [distill]
