@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+from pld.batch import BatchDir
 from pld.batchrun import import_into_run
 from pld.cache import Cache
 from pld.config import DistillConfig
@@ -57,6 +59,7 @@ class DemoResult:
     pld: Comparison
     teacher: str = ""
     note: str = ""
+    recorded_usage: dict[str, Any] | None = None  # BatchDir.usage() of the recorded replies
 
     @property
     def baseline_calls(self) -> int:
@@ -218,16 +221,17 @@ def run_demo(
     test = list(sp.test)
     raw = compare(["zero-shot"], task, test, student, calibrate=False, cache=cache)
     before = compare(["zero-shot"], task, test, student, calibrate=True, cache=cache)
-    note = ""
+    note, usage = "", None
     if teacher is None:
         d, note = fit_recorded(out_dir, student, max_rounds, cache, progress)
         who = f"{DEMO_TEACHER} (recorded replies, {_shown(recording_path())})"
+        usage = BatchDir(Path(out_dir) / BATCH_FOLDER).usage()
     else:
         d = demo_distiller(teacher, student, max_rounds, cache, progress)
         d.fit(task.with_examples(sp.train), task.with_examples(sp.val), run_dir=out_dir, force=True)
         who = teacher
     after = compare(["pld"], task, test, student, rulebook=d.rulebook_, cache=cache)
-    return replace(DemoResult(d, raw, before, after), teacher=who, note=note)
+    return DemoResult(d, raw, before, after, teacher=who, note=note, recorded_usage=usage)
 
 
 def _shown(p: Path) -> str:

@@ -81,10 +81,27 @@ def demo(out_dir: str, teacher: str | None, student: str, max_rounds: int) -> No
         ),
         ("model calls", f"{calls} ({hits} more answered from the cache)"),
         *usage_rows(by_role),
+        *_recorded_rows(res.recorded_usage),
         ("distillation tokens", f"{toks}"),
         ("wall time", f"{time.perf_counter() - t_start:.1f} s"),
     ]
     out.print(summary_table("pld demo — held-out test split", rows))
+
+
+def _recorded_rows(u: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The recorded teacher's replies are imported, not called: their usage is the
+    recording's (the student and embedder rows above are this machine's)."""
+    if u is None:
+        return []
+    if not u["replies"]:
+        return [("recorded teacher", "replies imported by an earlier demo run (in the cache)")]
+    return [
+        (
+            "recorded teacher",
+            f"{u['replies']} replies imported, {u['prompt_tokens']} prompt + "
+            f"{u['completion_tokens']} completion tokens (as recorded)",
+        )
+    ]
 
 
 def _print_rules(rules: InstructionSet, teacher: str, note: str) -> None:
