@@ -14,14 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
+from pld import batchrun
 from pld._async import run_sync
 from pld._version import __version__
 from pld.cache import Cache, default_cache_path
 from pld.config import DistillConfig
-from pld.errors import ConfigError, NotFittedError
+from pld.errors import ConfigError, NotFittedError, TeacherDeferred
 from pld.models.base import ChatModel, Embedder
 from pld.models.client import Accountant, ChatClient, EmbedClient, Limits, Price
-from pld.models.registry import SPEC_HELP, redact_specs, resolve_chat, resolve_embedder
+from pld.models.registry import (
+    SPEC_HELP,
+    redact_spec,
+    redact_specs,
+    resolve_chat,
+    resolve_embedder,
+)
 from pld.predictions import Prediction, as_items
 from pld.progress import Progress
 from pld.rulebook import Rulebook, task_to_json
@@ -63,6 +70,10 @@ class Distiller:
     Models are spec strings (``local:smollm2``, ``openai:gpt-4.1-mini``) or ``ChatModel`` /
     ``Embedder`` objects; every call goes through one cached, rate-limited client per role, so
     a refit or a resumed run re-pays nothing.
+
+    ``teacher_batch=DIR`` sends no teacher request: the requests a phase needs are written to
+    DIR as an OpenAI Batch file and ``fit`` raises ``TeacherBatchPending`` (see ``pld.batch``);
+    after the results are imported (``pld teacher import``) a resumed fit continues.
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class Distiller:
         use_cache: bool = True,
         prices: Mapping[str, Price] | None = None,
         progress: Progress | None = None,
+        teacher_batch: str | Path | None = None,
     ) -> None:
         self.teacher = teacher
         self.student = student
@@ -85,6 +97,7 @@ class Distiller:
         self.use_cache = use_cache
         self.prices = prices
         self.progress = progress
+        self.teacher_batch = teacher_batch
 
     # -- plumbing ----------------------------------------------------------------------------
     def _cfg(self) -> DistillConfig:
@@ -112,9 +125,11 @@ class Distiller:
             )
             for n in {cfg.teacher_concurrency, cfg.student_concurrency, 1}
         }
+        # a batch-mode teacher sends nothing, so an openai: spec needs no API key
+        key = batchrun.BATCH_ONLY_KEY if self.teacher_batch is not None else None
         teacher, student = (
             ChatClient(
-                m if not isinstance(m, str) else resolve_chat(m),
+                m if not isinstance(m, str) else resolve_chat(m, api_key=k),
                 role=role,
                 accountant=acct,
                 cache=cache,
@@ -122,9 +137,9 @@ class Distiller:
                 price=prices.get(role),
                 seed=cfg.seed,
             )
-            for m, role, conc in (
-                (self.teacher, "teacher", cfg.teacher_concurrency),
-                (self.student, "student", cfg.student_concurrency),
+            for m, role, conc, k in (
+                (self.teacher, "teacher", cfg.teacher_concurrency, key),
+                (self.student, "student", cfg.student_concurrency, None),
             )
         )
         emb_arg = self.embedder if self.embedder is not None else "local:smollm2"
@@ -183,7 +198,8 @@ class Distiller:
         """Run extract → synthesize → resolve → finalize, each stage writing its artifacts to
         ``run_dir`` before the next starts. ``resume`` continues an interrupted run there;
         ``meta`` is stored in run.json (the CLI keeps its arguments there so ``--resume DIR``
-        needs no other flag)."""
+        needs no other flag). In teacher batch mode a phase whose teacher replies are not all
+        imported yet writes its requests and raises ``TeacherBatchPending``."""
         cfg = self._cfg()
         t, train_ex, val_ex = self._prepare(train, val, options.get("task"))
         acct = Accountant(max_calls=cfg.max_calls, max_cost_usd=cfg.max_cost_usd)
@@ -211,17 +227,31 @@ class Distiller:
                 }
             )
             self.damaged_artifacts_ = run.damaged
+            batch = (
+                batchrun.attach(teacher, run, self.teacher_batch)
+                if self.teacher_batch is not None
+                else None
+            )
             f = Fitting(t, train_ex, val_ex, cfg, teacher, student, embedder, run, self.progress)
-            self.rules_, self.extraction_failures_ = await f.extract()
-            self.instructions_v0_, self.clusters_ = await f.synthesize(self.rules_)
-            best, self.rounds_, self.val_predictions_ = await f.resolve(self.instructions_v0_)
-            self.rulebook_ = await f.finalize(best, self.rounds_)
+            try:
+                await self._stages(f)
+            except TeacherDeferred:
+                if batch is None:
+                    raise
+                hint = redact_spec(self.teacher) if isinstance(self.teacher, str) else "SPEC"
+                raise batchrun.pending(run, batch, model_hint=hint) from None
         self.usage_ = run.usage()
         # the ledger as last saved (at close, after every call): what run.json holds
         self.ledger_: dict[str, Any] = run.state
         self._student_client: ChatClient | None = student
         self.run_dir_ = run.path
         return self
+
+    async def _stages(self, f: Fitting) -> None:
+        self.rules_, self.extraction_failures_ = await f.extract()
+        self.instructions_v0_, self.clusters_ = await f.synthesize(self.rules_)
+        best, self.rounds_, self.val_predictions_ = await f.resolve(self.instructions_v0_)
+        self.rulebook_ = await f.finalize(best, self.rounds_)
 
     # -- the fitted rulebook, as the estimator's learned state --------------------------------
     @property

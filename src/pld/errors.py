@@ -91,9 +91,16 @@ class TeacherDeferred(PLDError):
 
 class TeacherBatchPending(PLDError):
     """Batch mode: a request file was written and the run waits for its results. Not a
-    failure: the CLI exits with ``exit_code`` (75, EX_TEMPFAIL: "try again later")."""
+    failure: the CLI exits with ``exit_code`` (75, EX_TEMPFAIL: "try again later").
+    ``phase`` and ``requests_file`` say which export waits, for callers that answer it
+    themselves (the demo imports recorded replies)."""
 
     exit_code = 75
+
+    def __init__(self, message: str, *, phase: str = "", requests_file: str = "") -> None:
+        super().__init__(message)
+        self.phase = phase
+        self.requests_file = requests_file
 
 
 class BatchImportError(PLDError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,11 +117,14 @@ class Run:
     def begin(self, state: dict[str, Any]) -> None:
         """Start the ledger with ``state`` (task, models, config, split ids, caller's meta). On
         resume the earlier ledger must describe the same data and outcome settings; its done
-        stages are kept and its usage is carried forward, never lost."""
+        stages are kept and its usage is carried forward, never lost. ``run_id`` is drawn
+        on the first start and kept on resume (teacher batch files are tied to it)."""
         self.state = state
+        state.setdefault("run_id", uuid.uuid4().hex)
         if self.dir is not None and self.resume:
             prev = self.dir.read_ledger()
             self._check_identity(prev)
+            state["run_id"] = prev.get("run_id", state["run_id"])
             state["phases"] = {
                 k: v for k, v in prev.get("phases", {}).items() if v.get("status") == "done"
             }

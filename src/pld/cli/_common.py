@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pld.cache import Cache, default_cache_path
-from pld.errors import PLDError
+from pld.errors import PLDError, TeacherBatchPending
 
 # Output that is not a terminal (a log file, CI) is not cut to 80 columns: tables and lines
 # are printed whole, however wide.
@@ -39,12 +39,16 @@ err = console(stderr=True)
 
 class Boundary(click.Group):
     """The CLI's single error boundary: a ``PLDError`` becomes one line on stderr and exit
-    status 2; Ctrl-C says how to continue and exits 130."""
+    status 2; Ctrl-C says how to continue and exits 130. A teacher batch waiting for its
+    results is not an error: the next commands go to stdout and the exit status is 75."""
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; translate what escapes it (the one place that does)."""
         try:
             return super().invoke(ctx)
+        except TeacherBatchPending as e:
+            out.print(Text.assemble(("teacher batch pending:", "bold yellow"), " ", str(e)))
+            ctx.exit(TeacherBatchPending.exit_code)
         except PLDError as e:
             err.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False)
             ctx.exit(2)

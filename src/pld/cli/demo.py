@@ -10,29 +10,39 @@ import click
 from rich.text import Text
 
 from pld.cli._common import RichProgress, err, out, summary_table, usage_rows
-from pld.demo import demo_data, run_demo
+from pld.demo import DEMO_TEACHER, demo_data, run_demo
 from pld.models.registry import redact_spec
+from pld.rules import InstructionSet
 
 
 @click.command()
 @click.option("--out", "out_dir", default=".pld-demo/run", show_default=True)
-@click.option("--teacher", default="local:smollm2", show_default=True)
+@click.option(
+    "--teacher",
+    default=None,
+    help=f"Teacher spec [default: {DEMO_TEACHER}'s recorded replies, shipped with pld].",
+)
 @click.option("--student", default="local:smollm2", show_default=True)
 @click.option("--max-rounds", default=2, show_default=True)
-def demo(out_dir: str, teacher: str, student: str, max_rounds: int) -> None:
-    """Distill the built-in support-ticket task offline and report before/after on test."""
+def demo(out_dir: str, teacher: str | None, student: str, max_rounds: int) -> None:
+    """Distill the built-in support-ticket task offline and report before/after on test.
+
+    By default the teacher is a frontier LLM whose replies were recorded once and ship with
+    pld; the embedding, the student and the scoring run on this machine."""
     t_start = time.perf_counter()
     task, sp = demo_data()
+    shown_teacher = redact_spec(teacher) if teacher else f"{DEMO_TEACHER} (recorded)"
     out.print(
         Text.assemble(
             ("pld demo", "bold"),
             f" — task {task.name!r}: {len(task.examples)} tickets, labels "
             f"{', '.join(task.labels)}; split {len(sp.train)}/{len(sp.val)}/{len(sp.test)}; "
-            f"teacher {redact_spec(teacher)}, student {redact_spec(student)} (all offline)",
+            f"teacher {shown_teacher}, student {redact_spec(student)} (all offline)",
         )
     )
     with RichProgress(err) as prog:
         res = run_demo(out_dir, teacher, student, max_rounds, progress=prog)
+    _print_rules(res.distiller.instructions_, res.teacher, res.note)
     sr, sb, sa = (
         c.methods[m]
         for c, m in (
@@ -74,10 +84,38 @@ def demo(out_dir: str, teacher: str, student: str, max_rounds: int) -> None:
         ),
         ("model calls", f"{calls} ({hits} more answered from the cache)"),
         *usage_rows(by_role),
+        *_recorded_rows(res.recorded_usage),
         ("distillation tokens", f"{toks}"),
         ("wall time", f"{time.perf_counter() - t_start:.1f} s"),
     ]
     out.print(summary_table("pld demo — held-out test split", rows))
+
+
+def _recorded_rows(u: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The recorded teacher's replies are imported, not called: their usage is the
+    recording's (the student and embedder rows above are this machine's)."""
+    if u is None:
+        return []
+    if not u["replies"]:
+        return [("recorded teacher", "replies imported by an earlier demo run (in the cache)")]
+    return [
+        (
+            "recorded teacher",
+            f"{u['replies']} replies imported, {u['prompt_tokens']} prompt + "
+            f"{u['completion_tokens']} completion tokens (as recorded)",
+        )
+    ]
+
+
+def _print_rules(rules: InstructionSet, teacher: str, note: str) -> None:
+    """The rulebook itself: the point of the demo is to read it."""
+    out.print(Text.assemble("\n", ("The rulebook", "bold"), f" — rules written by {teacher}"))
+    for ins in rules.instructions:
+        labels = ", ".join(ins.labels)
+        out.print(Text.assemble("  ", (ins.id, "bold"), f" ({labels}) {ins.text}"))
+    if note:
+        out.print(Text.assemble(("note:", "yellow"), f" {note}"))
+    out.print()
 
 
 COMMANDS = [demo]

@@ -64,6 +64,14 @@ from pld.taskref import DEFAULT_SPLIT
 @click.option("--min-samples", type=int, default=None, help="DBSCAN min_samples.")
 @click.option("--cache", "cache_path", default=None, help="Cache database path.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
+@click.option(
+    "--teacher-batch",
+    "teacher_batch",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Send no teacher request: write them to DIR as an OpenAI Batch file and exit 75 "
+    "(see below). Kept for --resume.",
+)
 def distill(
     task_ref: str | None,
     text_fields: tuple[str, ...],
@@ -79,9 +87,18 @@ def distill(
     split_s: str,
     cache_path: str | None,
     no_cache: bool,
+    teacher_batch: str | None,
     **overrides: Any,
 ) -> None:
-    """Distill TASK's training split into a rulebook for the student."""
+    """Distill TASK's training split into a rulebook for the student.
+
+    \b
+    Exit status: 0 done; 2 bad input or a failure (one line says which);
+    75 teacher batch pending (--teacher-batch): the phase's teacher requests
+       were written to DIR/requests-PHASE-N.jsonl. Answer them with a provider's
+       batch API or `pld teacher run`, then `pld teacher import RUN_DIR RESULTS`
+       and `pld distill --resume RUN_DIR`; repeat until the exit status is 0.
+    """
     if out_dir and resume_dir:
         raise ConfigError("give either --out (new run) or --resume (existing run), not both")
     if resume_dir and force:
@@ -98,6 +115,7 @@ def distill(
         "text_fields": list(text_fields) or None,
         "label_field": label_field,
         "description": description,
+        "teacher_batch": str(Path(teacher_batch).resolve()) if teacher_batch else None,
     }
     overrides["max_cost_usd"] = overrides.pop("max_cost")
     cfg = DistillConfig.from_toml(config_path) if config_path else DistillConfig()
@@ -112,6 +130,7 @@ def distill(
             cache=open_cache(cache_path, no_cache),
             use_cache=not no_cache,
             progress=prog,
+            teacher_batch=plan.args.get("teacher_batch"),
         )
         d.fit(
             plan.task.with_examples(plan.split.train),

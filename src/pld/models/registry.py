@@ -2,6 +2,7 @@
 
     local:smollm2                          the embedded SmolLM2-135M-Instruct GGUF
     local:/path/model.gguf?ctx=8192&slots=2&threads=2
+    local:smollm2?cache_prompt=off         every prompt evaluated from scratch (order-free replies)
     openai:gpt-4.1-mini                    api.openai.com, key from $OPENAI_API_KEY
     openai:my-model@http://127.0.0.1:8000/v1?dialect=llamacpp
     openai:gemini-2.5-flash@https://generativelanguage.googleapis.com/v1beta/openai/?key_env=GEMINI_API_KEY
@@ -18,9 +19,13 @@ from urllib.parse import parse_qsl
 from pld.errors import ConfigError
 from pld.models.base import OPTION_RANGES, ChatModel, Embedder, check_option
 
-_LOCAL_OPTS = {"ctx": int, "slots": int, "threads": int, "flash_attn": str}
+_LOCAL_OPTS = {"ctx": int, "slots": int, "threads": int, "flash_attn": str, "cache_prompt": str}
 _OPENAI_OPTS = {"dialect": str, "key_env": str, "timeout": float}
-_CHOICES = {"flash_attn": ("off", "on", "auto"), "dialect": ("openai", "llamacpp", "vllm")}
+_CHOICES = {
+    "flash_attn": ("off", "on", "auto"),
+    "cache_prompt": ("on", "off"),
+    "dialect": ("openai", "llamacpp", "vllm"),
+}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SPEC_HELP = (
     "model specs look like local:smollm2, local:/path/model.gguf, openai:MODEL or "
@@ -128,6 +133,7 @@ def resolve_chat(spec: str, *, api_key: str | None = None) -> ChatModel:
             n_parallel=int(s.options.get("slots", 1)),  # type: ignore[call-overload]
             n_threads=int(s.options.get("threads", 0)),  # type: ignore[call-overload]
             flash_attn=str(s.options.get("flash_attn", "off")),
+            cache_prompt=s.options.get("cache_prompt", "on") == "on",
         )
     from pld.models.openai_compat import OpenAIChatModel
 
