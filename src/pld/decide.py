@@ -14,10 +14,22 @@ least ``decide_confidence`` of paired bootstrap resamples of the validation item
 resampled jointly, seeded): ties and near-ties keep today's behaviour, and the behaviour
 changes only when the data says so. The choice, every candidate's score and the reason are
 saved in ``decision.json`` and used by every later prediction.
+
+The harm guard compares the chosen rulebook decision with the chosen zero-shot decision on the
+same validation items (paired bootstrap CI of the difference). If the rulebook's macro-F1 is
+not higher, one plain sentence with both figures is recorded and shown by ``pld distill`` and
+``pld report``; ``if_worse_than_zero_shot`` decides what is kept: ``keep`` and ``warn`` keep
+the rulebook (``warn`` also logs the sentence), ``fallback`` keeps the zero-shot decision's
+prompt (the rules stay on record in instructions.json and prompt.md).
+
+Student calls: one validation pass per layout (the default layout's is the resolve stage's,
+a cache hit) plus three content-free calls per layout; the same for each distinct zero-shot
+layout. No teacher call.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +47,7 @@ from pld.rules import InstructionSet
 from pld.tasks.base import Example, Task
 
 RESAMPLES = 1000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -317,6 +330,8 @@ async def decide(
     zlp, zs_preds = _preds_of(zs_passes, zs, labels)
     guard = harm_guard(rb_preds, zs_preds, zs, labels, action=settings.if_worse)
     dec.update(zero_shot=zs, guard=guard)
+    if guard["sentence"] and settings.if_worse != "keep":
+        log.warning("%s (if_worse_than_zero_shot = %s)", guard["sentence"], settings.if_worse)
     kept, kept_cal = (zlp, zs["calibrate"]) if guard["fallback"] else (lp, dec["calibrate"])
     dec["used"] = {
         "prompt": "zero-shot (fallback)" if guard["fallback"] else "rulebook",
