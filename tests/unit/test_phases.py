@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from pld.models.client import ChatClient, EmbedClient
 from pld.models.fake import HashEmbedder, ScriptedChatModel

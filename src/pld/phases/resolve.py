@@ -444,7 +444,11 @@ async def _round(
     pool_train = [e for e in order if e.id not in seen][: settings.pool]
     known = {p.id: p for p in tpreds}
     best_pool = await _pool_baseline(task, best, pool_train, known, student, settings, on_done)
-    head["pool"] = {"val": len(val), "train": len(pool_train)}
+    head["pool"] = {
+        "val": len(val),
+        "train": len(pool_train),
+        "train_ids": [e.id for e in pool_train],
+    }
     head["pool_macro_f1_before"] = macro_f1(best_pool, task.labels)
     win = await _judge(task, props, (val, pool_train), best_pool, student, settings, on_done)
     return _round_record(head, props, win, best, settings.min_net), win, False
