@@ -248,13 +248,14 @@ def test_fallback_keeps_the_zero_shot_prompt(tmp_path: Path) -> None:
     assert all(p.correct for p in preds)
 
 
-async def test_no_sentence_when_the_rulebook_is_better() -> None:
-    def rules_help(system: str, user: str, labels: Sequence[str]) -> dict[str, float]:
-        g = _gold(user)
-        ok = "Decision rules" in system or "Decision rules" in user
-        return {lab: (3.0 if lab == (g if ok else labels[0]) else 1.0) for lab in labels}
+def _rules_help(system: str, user: str, labels: Sequence[str]) -> dict[str, float]:
+    g = _gold(user)
+    ok = "Decision rules" in system or "Decision rules" in user
+    return {lab: (3.0 if lab == (g if ok else labels[0]) else 1.0) for lab in labels}
 
-    rb = await _decide(rules_help)
+
+async def test_no_sentence_when_the_rulebook_is_better() -> None:
+    rb = await _decide(_rules_help)
     assert rb.warning is None and rb.decision is not None
     assert rb.decision["guard"]["better"] is True
 
@@ -437,3 +438,23 @@ async def test_the_first_candidates_request_is_the_one_candidate_loops(tmp_path:
         (r.options for r in sent[1]), key=lambda o: o.seed or 0
     )
     assert len({r.messages[1].content for r in sent[1]}) > 1  # different failure samples
+
+
+def test_the_summary_and_the_report_say_it_in_one_sentence(tmp_path: Path) -> None:
+    import html
+
+    from pld.cli.distill import decision_rows
+    from pld.report.build import build_report
+
+    rb = asyncio.run(_decide(_rules_confuse))
+    rows = dict(decision_rows(rb))
+    assert rows["WARNING"] == f"{rb.warning} (the rulebook is kept)"
+    assert rows["decision"].startswith("layout default, calibrated (val macro-F1 0.167")
+    rb.save(tmp_path / "rb")
+    page = html.unescape(build_report(tmp_path / "rb").read_text())
+    assert f"<p id='harm-guard'><b>Warning:</b> {rb.warning}</p>" in page
+    assert "id='decision-candidates'" in page
+    md = (tmp_path / "rb" / "report" / "report.md").read_text()
+    assert f"**Warning:** {rb.warning}" in md
+    fine = asyncio.run(_decide(_rules_help))
+    assert "WARNING" not in dict(decision_rows(fine))
