@@ -28,6 +28,7 @@ FILES = (
     "predictions_val.jsonl",
     "examples_train.jsonl",
     "calibration.json",
+    "decision.json",
 )
 
 
