@@ -9,6 +9,10 @@ from typing import Any
 
 from pld.errors import ConfigError
 
+# The student prompt layouts the decide stage may choose from (rendered by pld.phases.layouts).
+LAYOUT_NAMES = ("default", "fields", "rules_after_input", "weigh_all")
+GUARD_ACTIONS = ("keep", "warn", "fallback")
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -35,8 +39,20 @@ class DistillConfig:
     resolve_failures: int = 12
     resolve_successes: int = 6
     resolve_max_tokens: int = 700
-    # phase 4: contextual calibration of the student's label distribution
+    # phase 3's search and acceptance: candidates per round (each one teacher request, from its
+    # own failure sample), held-back training items added to validation to score them, and the
+    # net items a candidate must fix (fixed minus broken) to be accepted
+    resolve_candidates: int = 2
+    resolve_pool: int = 48
+    resolve_min_net: int = 2
+    # phase 4: contextual calibration of the student's label distribution (the default the
+    # decide stage starts from)
     calibrate: bool = True
+    # phase 5: the decision fitted on validation (layout, calibration) and the harm guard
+    decide: bool = True
+    decide_layouts: tuple[str, ...] = LAYOUT_NAMES
+    decide_confidence: float = 0.9
+    if_worse_than_zero_shot: str = "warn"
     # clients
     teacher_concurrency: int = 4
     student_concurrency: int = 1
@@ -58,6 +74,8 @@ class DistillConfig:
             "resolve_train_sample",
             "resolve_failures",
             "resolve_max_tokens",
+            "resolve_candidates",
+            "resolve_min_net",
             "teacher_concurrency",
             "student_concurrency",
         )
@@ -76,6 +94,28 @@ class DistillConfig:
             raise ConfigError("max_train must be >= 1")
         if self.resolve_successes < 0:
             raise ConfigError("resolve_successes must be >= 0")
+        if self.resolve_pool < 0:
+            raise ConfigError("resolve_pool must be >= 0 (0 scores candidates on validation only)")
+        self._check_decision()
+
+    def _check_decision(self) -> None:
+        # TOML and run.json give a list; a tuple keeps the config hashable and equal on resume
+        object.__setattr__(self, "decide_layouts", tuple(self.decide_layouts))
+        unknown = [x for x in self.decide_layouts if x not in LAYOUT_NAMES]
+        if unknown:
+            raise ConfigError(
+                f"unknown decide_layouts {unknown}; choose from {', '.join(LAYOUT_NAMES)}"
+            )
+        if not 0.5 <= self.decide_confidence <= 1.0:
+            raise ConfigError(
+                f"decide_confidence is a share of bootstrap resamples in [0.5, 1], got "
+                f"{self.decide_confidence}"
+            )
+        if self.if_worse_than_zero_shot not in GUARD_ACTIONS:
+            raise ConfigError(
+                f"if_worse_than_zero_shot must be one of {', '.join(GUARD_ACTIONS)}, got "
+                f"{self.if_worse_than_zero_shot!r}"
+            )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DistillConfig:
@@ -148,6 +188,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "extract_max_tokens": 200,
         "consolidate_max_tokens": 200,
         "resolve_max_tokens": 400,
+        "resolve_pool": 24,
         "teacher_concurrency": 2,
         "student_concurrency": 1,
     },

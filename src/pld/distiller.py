@@ -45,7 +45,7 @@ from pld.tasks.base import (
     stratified_split,
 )
 
-PHASES = ("extract", "synthesize", "resolve", "finalize")
+PHASES = ("extract", "synthesize", "resolve", "finalize", "decide")
 
 
 class FitOptions(TypedDict, total=False):
@@ -195,11 +195,12 @@ class Distiller:
         val: Task | Sequence[Example] | None = None,
         **options: Unpack[FitOptions],
     ) -> Distiller:
-        """Run extract → synthesize → resolve → finalize, each stage writing its artifacts to
-        ``run_dir`` before the next starts. ``resume`` continues an interrupted run there;
-        ``meta`` is stored in run.json (the CLI keeps its arguments there so ``--resume DIR``
-        needs no other flag). In teacher batch mode a phase whose teacher replies are not all
-        imported yet writes its requests and raises ``TeacherBatchPending``."""
+        """Run extract → synthesize → resolve → finalize → decide, each stage writing its
+        artifacts to ``run_dir`` before the next starts. ``resume`` continues an interrupted
+        run there; ``meta`` is stored in run.json (the CLI keeps its arguments there so
+        ``--resume DIR`` needs no other flag). In teacher batch mode a phase whose teacher
+        replies are not all imported yet writes its requests and raises
+        ``TeacherBatchPending``."""
         cfg = self._cfg()
         t, train_ex, val_ex = self._prepare(train, val, options.get("task"))
         acct = Accountant(max_calls=cfg.max_calls, max_cost_usd=cfg.max_cost_usd)
@@ -251,7 +252,7 @@ class Distiller:
         self.rules_, self.extraction_failures_ = await f.extract()
         self.instructions_v0_, self.clusters_ = await f.synthesize(self.rules_)
         best, self.rounds_, self.val_predictions_ = await f.resolve(self.instructions_v0_)
-        self.rulebook_ = await f.finalize(best, self.rounds_)
+        self.rulebook_ = await f.decide(await f.finalize(best, self.rounds_))
 
     # -- the fitted rulebook, as the estimator's learned state --------------------------------
     @property
@@ -303,7 +304,7 @@ class Distiller:
                 limits=Limits(max_concurrency=self._cfg().student_concurrency),
             )
             self._student_client = client
-        return await rb.apredict(as_items(inputs), client, calibrate=self._cfg().calibrate)
+        return await rb.apredict(as_items(inputs), client)
 
     def save(self, path: str | Path) -> Path:
         """Save the fitted rulebook to ``path`` (see ``Rulebook.save``)."""

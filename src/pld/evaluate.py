@@ -7,8 +7,15 @@ scoring methods share one decision rule (closed choice, calibrated when enabled)
 comparison isolates what the prompt contributes.
 
 ``compare`` runs several methods on the same items and returns a ``Comparison`` (figures per
-method, per-item predictions, paired McNemar tests against PLD); ``pld eval``, ``pld compare``
-and ``pld demo`` all call it and only render what it returns.
+method, per-item predictions, and against PLD the paired McNemar test and the paired bootstrap
+95% CI of the macro-F1 difference); ``pld eval``, ``pld compare`` and ``pld demo`` all call it
+and only render what it returns.
+
+The zero-shot baseline gets the same fitted decision PLD gets (``pld.decide``): the layout and
+calibration chosen on validation — the rulebook's own zero-shot decision when one is given
+(same validation items as the rulebook's), else fitted on the validation items passed — and
+its results record which one, so a comparison never pits a fitted PLD against a defaulted
+baseline.
 """
 
 from __future__ import annotations
@@ -25,12 +32,15 @@ from typing import Any
 
 from pld._async import gather_all, run_sync
 from pld.cache import Cache
+from pld.config import DistillConfig
+from pld.decide import fit_zero_shot
 from pld.errors import ConfigError, RunDirError
-from pld.metrics import summary
+from pld.metrics import paired_bootstrap_diff, summary
 from pld.models.base import ChatModel, GenOptions, Message
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import redact_spec, resolve_chat
 from pld.phases.classify import classify_options, classify_with, parse_label
+from pld.phases.layouts import DEFAULT_LAYOUT, LAYOUTS, render_layout
 from pld.predictions import Item, Prediction, example_items
 from pld.progress import NoProgress, Progress
 from pld.prompts import Prompt, student_prompt
@@ -134,11 +144,14 @@ async def run_method(
     rulebook: Rulebook | None = None,
     k: int = 5,
     seed: int = 0,
-    calibrate: bool = True,
+    calibrate: bool | None = None,
     cot_max_tokens: int = 256,
     on_done: Callable[[], None] | None = None,
+    zero_shot: Mapping[str, Any] | None = None,
 ) -> tuple[Prompt, list[Prediction]]:
-    """One method's prompt and its predictions on ``items``."""
+    """One method's prompt and its predictions on ``items``. ``calibrate`` None means each
+    method's own setting: the rulebook's decision for pld, ``zero_shot``'s (a fitted
+    zero-shot decision: layout and calibration) for zero-shot, calibrated otherwise."""
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     triples = example_items(items)
@@ -151,8 +164,12 @@ async def run_method(
         if not train:
             raise ConfigError("few-shot needs training examples to draw demonstrations from")
         prompt = few_shot_prompt(task, train, k, seed)
+    elif method == "zero-shot" and zero_shot is not None:
+        prompt = render_layout(str(zero_shot["layout"]), task, None)
+        calibrate = bool(zero_shot["calibrate"]) if calibrate is None else calibrate
     else:
         prompt = zero_shot_prompt(task)
+    calibrate = True if calibrate is None else calibrate
     if method == "cot":
         return prompt, await classify_cot(
             triples, prompt, task.labels, student, max_tokens=cot_max_tokens, on_done=on_done
@@ -259,9 +276,10 @@ async def acompare(
     rulebook: Rulebook | None = None,
     k: int = 5,
     seed: int = 0,
-    calibrate: bool = True,
+    calibrate: bool | None = None,
     cache: Cache | None = None,
     progress: Progress | None = None,
+    val: Sequence[Example] = (),
 ) -> Comparison:
     """``compare`` for use inside an event loop."""
     model = resolve_chat(student) if isinstance(student, str) else student
@@ -272,13 +290,20 @@ async def acompare(
         [e.id for e in items],
         notes=list(task.notes),
     )
-    for m in methods:
-        acct = Accountant()
+
+    def client_for(acct: Accountant) -> ChatClient:
         # One request at a time: the embedded engine has one slot, and queueing would be
         # measured as latency.
-        client = ChatClient(
+        return ChatClient(
             model, role="student", accountant=acct, cache=cache, limits=Limits(max_concurrency=1)
         )
+
+    zs = None
+    if "zero-shot" in methods:
+        zs = await zero_shot_decision(task, val, client_for(Accountant()), rulebook, seed)
+    for m in methods:
+        acct = Accountant()
+        client = client_for(acct)
         prog.start(m, len(items))
         prompt, preds = await run_method(
             m,
@@ -291,16 +316,62 @@ async def acompare(
             seed=seed,
             calibrate=calibrate,
             on_done=functools.partial(prog.advance, m),
+            zero_shot=zs,
         )
         prog.end(m)
         out.methods[m] = method_result(m, prompt, preds, task.labels, acct.total_cost)
         out.predictions[m] = preds
         out.calls[m] = acct.total_calls
-    if "pld" in out.predictions:
-        for m, p in out.predictions.items():
-            if m != "pld":
-                out.methods[m]["mcnemar_vs_pld"] = mcnemar(p, out.predictions["pld"])
+    if zs is not None:
+        out.methods["zero-shot"]["decision"] = _as_used(zs, calibrate)
+    _paired_vs_pld(out, task.labels, seed)
     return out
+
+
+def _as_used(zs: Mapping[str, Any], calibrate: bool | None) -> dict[str, Any]:
+    """The zero-shot decision as the results record it (an explicit --no-calibrate wins)."""
+    used = {k: zs[k] for k in ("layout", "calibrate", "source", "val_macro_f1") if k in zs}
+    if calibrate is not None and calibrate != zs["calibrate"]:
+        used.update(calibrate=calibrate, note="calibration set by the caller")
+    return used
+
+
+def _paired_vs_pld(out: Comparison, labels: Sequence[str], seed: int) -> None:
+    """Each method against PLD on the same items: McNemar p and the paired bootstrap 95% CI
+    of its macro-F1 minus PLD's (items resampled jointly, seeded)."""
+    if "pld" not in out.predictions:
+        return
+    ref = out.predictions["pld"]
+    for m, p in out.predictions.items():
+        if m != "pld":
+            out.methods[m]["mcnemar_vs_pld"] = mcnemar(p, ref)
+            out.methods[m]["diff_vs_pld"] = paired_bootstrap_diff(p, ref, labels, seed=seed)
+
+
+async def zero_shot_decision(
+    task: Task,
+    val: Sequence[Example],
+    student: ChatClient,
+    rulebook: Rulebook | None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The zero-shot layout and calibration to evaluate with: the rulebook's (fitted on its
+    validation split) when it has one; else fitted here on ``val`` (one validation pass per
+    distinct zero-shot layout, three content-free calls each); else the default."""
+    if rulebook is not None and rulebook.zero_shot_decision is not None:
+        return {**rulebook.zero_shot_decision, "source": "the rulebook's validation split"}
+    if val:
+        dec, _ = await fit_zero_shot(
+            task,
+            val,
+            student,
+            layouts=LAYOUTS,
+            calibrate=True,
+            confidence=DistillConfig().decide_confidence,
+            seed=seed,
+        )
+        return {**dec, "source": f"fitted on {len(val)} validation items"}
+    return {"layout": DEFAULT_LAYOUT, "calibrate": True, "source": "default (no validation items)"}
 
 
 def compare(
@@ -311,7 +382,9 @@ def compare(
     **kw: Any,
 ) -> Comparison:
     """Score ``methods`` on ``items`` with ``student`` (see ``acompare`` for the options):
-    the same items, the same client settings, paired McNemar tests against ``pld``."""
+    the same items, the same client settings, paired McNemar tests and paired bootstrap CIs
+    against ``pld``; ``val`` (validation items) fits the zero-shot decision when the rulebook
+    carries none."""
     return run_sync(acompare(methods, task, items, student, **kw))
 
 
@@ -324,6 +397,7 @@ class EvalItems:
     items: list[Example]
     train: list[Example]
     seed: int
+    val: list[Example] = field(default_factory=list)
 
 
 def evaluation_items(
@@ -356,7 +430,7 @@ def evaluation_items(
         raise ConfigError(f"the split {split} leaves no test items; give a test fraction")
     _check_held_out(sp.test, run, own)
     items = stratified_sample(sp.test, n_items, seed) if n_items else list(sp.test)
-    return EvalItems(task, items, list(sp.train), seed)
+    return EvalItems(task, items, list(sp.train), seed, list(sp.val))
 
 
 def _check_held_out(test: Sequence[Example], run: Mapping[str, Any], own_split: bool) -> None:

@@ -2,10 +2,14 @@
 
 A rulebook is what a distillation leaves behind and everything that uses one needs: the task
 spec, the instructions with their provenance and history, the exact system prompt and user
-template the student is sent, the decision settings (calibration and its saved prior) and the
-identities of the models that made it. ``Rulebook.load`` is the only reader of a run
-directory's artifacts — ``pld predict``, ``pld eval --method pld``, ``pld report`` and
-``Distiller.load`` all go through it — so a saved rulebook behaves the same everywhere.
+template the student is sent, the decision settings (calibration and its saved prior, and the
+fitted ``decision`` record when the run has one: the layout and calibration chosen on the
+validation split, every candidate's score and the reason) and the identities of the models that
+made it. A run directory without ``decision.json`` (written before the decide stage existed, or
+with ``decide = false``) loads and predicts exactly as before. ``Rulebook.load`` is the only
+reader of a run directory's artifacts — ``pld predict``, ``pld eval --method pld``,
+``pld report`` and ``Distiller.load`` all go through it — so a saved rulebook behaves the same
+everywhere.
 """
 
 from __future__ import annotations
@@ -89,6 +93,13 @@ def _calibration_shape(d: Any) -> dict[str, Any]:
     return d
 
 
+def _decision_shape(d: Any) -> dict[str, Any]:
+    if not isinstance(d, dict) or not isinstance(d.get("used") or d, dict):
+        raise TypeError("expected a decision object")
+    bool((d.get("used") or d)["calibrate"])
+    return d
+
+
 def _rounds_shape(rows: list[Any]) -> list[dict[str, Any]]:
     for r in rows_of_objects(rows):
         int(r["round"])
@@ -108,7 +119,7 @@ class Rulebook:
     ``calibration`` is calibration.json as saved at fit time (its prior is checked, on
     predict, against the one the student gives now); ``run_info`` is the run's ledger as
     written (config, split ids, usage, the CLI arguments); ``origin`` is the directory it was
-    loaded from or fitted into."""
+    loaded from or fitted into; ``decision`` is decision.json (None when the run has none)."""
 
     task: Task
     instructions: InstructionSet
@@ -121,6 +132,7 @@ class Rulebook:
     sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     run_info: Mapping[str, Any] = field(default_factory=dict)
     origin: Path | None = None
+    decision: Mapping[str, Any] | None = None
 
     @classmethod
     def build(
@@ -149,6 +161,21 @@ class Rulebook:
         return (self.calibration or {}).get("prior")
 
     @property
+    def warning(self) -> str | None:
+        """The harm guard's sentence when the rulebook was no better than the student's best
+        zero-shot decision on validation (None otherwise, and for runs without a decision)."""
+        guard = (self.decision or {}).get("guard") or {}
+        sentence = guard.get("sentence")
+        return str(sentence) if sentence else None
+
+    @property
+    def zero_shot_decision(self) -> Mapping[str, Any] | None:
+        """The zero-shot layout and calibration fitted on the same validation items (what a
+        fair zero-shot baseline for this rulebook uses), or None."""
+        zs = (self.decision or {}).get("zero_shot")
+        return zs if isinstance(zs, Mapping) else None
+
+    @property
     def prompt(self) -> Prompt:
         """What the student is sent, as the evaluation compares it with the baselines."""
         return Prompt(self.system_prompt, self.user_template)
@@ -172,6 +199,8 @@ class Rulebook:
         )
         if self.calibration is not None:
             rd.write_json("calibration.json", dict(self.calibration))
+        if self.decision is not None:
+            rd.write_json("decision.json", dict(self.decision))
 
     def save(self, path: str | Path) -> Path:
         """Save to ``path`` so that ``Rulebook.load(path)`` gives the same rulebook back. A
@@ -203,18 +232,23 @@ class Rulebook:
         def optional(name: str, build: Callable[[Any], Any], default: Any) -> Any:
             return rd.load(name, build) if rd.exists(name) else default
 
+        decision = optional("decision.json", _decision_shape, None)
+        calibrate = bool((run.get("config") or {}).get("calibrate", True))
+        if decision is not None:
+            calibrate = bool((decision.get("used") or decision)["calibrate"])
         return cls(
             task=task,
             instructions=rd.load("instructions.json", InstructionSet.from_json),
             system_prompt=rd.read_text("system_prompt.txt"),
             user_template=rd.read_text("user_template.txt"),
-            calibrate=bool((run.get("config") or {}).get("calibrate", True)),
+            calibrate=calibrate,
             calibration=optional("calibration.json", _calibration_shape, None),
             models=dict(run.get("models") or {}),
             rounds=tuple(optional("rounds.jsonl", _rounds_shape, [])),
             sources=optional("examples_train.jsonl", _sources, {}),
             run_info=run,
             origin=rd.path,
+            decision=decision,
         )
 
     # -- prediction --------------------------------------------------------------------------

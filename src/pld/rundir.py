@@ -34,6 +34,7 @@ FILES = (
     "predictions_val.jsonl",
     "examples_train.jsonl",
     "calibration.json",
+    "decision.json",
 )
 
 

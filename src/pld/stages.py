@@ -1,4 +1,4 @@
-"""The four stages of a fit, each one ``Run.stage`` call: produce the stage's output from the
+"""The five stages of a fit, each one ``Run.stage`` call: produce the stage's output from the
 previous one, or load it from the run directory when a finished run already has it.
 
 Kept apart from ``Distiller`` so that ``fit`` reads as the four calls and each stage's
@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pld.config import DistillConfig
+from pld.decide import DecideSettings, decide
 from pld.errors import TeacherOutputError
 from pld.models.client import ChatClient, EmbedClient
 from pld.phases.classify import label_prior
@@ -184,6 +185,9 @@ class Fitting:
             max_tokens=cfg.resolve_max_tokens,
             seed=cfg.seed,
             calibrate=cfg.calibrate,
+            candidates=cfg.resolve_candidates,
+            pool=cfg.resolve_pool,
+            min_net=cfg.resolve_min_net,
         )
         rounds: list[dict[str, Any]] = []
 
@@ -256,6 +260,48 @@ class Fitting:
             return replace(rb, calibration=calibration_record(prior))
 
         return await self.run.stage("finalize", produce, save=lambda rd, rb: rb.write_artifacts(rd))
+
+    async def decide(self, rb: Rulebook) -> Rulebook:
+        """Phase 5: the student-side decision (layout, calibration) fitted on validation, and
+        the harm guard against the best zero-shot decision (``pld.decide``). No teacher call;
+        the default layout's validation pass is the resolve stage's (cached), each other
+        layout costs one validation pass. Always rerun, like ``finalize``: its calls are
+        cached. With ``decide = false`` the rulebook is kept as finalized (no decision.json)."""
+        cfg = self.cfg
+        if not cfg.decide:
+            return rb
+        settings = DecideSettings(
+            layouts=cfg.decide_layouts,
+            calibrate=cfg.calibrate,
+            confidence=cfg.decide_confidence,
+            if_worse=cfg.if_worse_than_zero_shot,
+            seed=cfg.seed,
+        )
+
+        def produce() -> Awaitable[Rulebook]:
+            return self._shown(
+                "decide", None, lambda tick: decide(rb, self.val, self.student, settings, tick)
+            )
+
+        return await self.run.stage(
+            "decide",
+            produce,
+            save=lambda rd, v: v.write_artifacts(rd),
+            summary=_decide_summary,
+        )
+
+
+def _decide_summary(rb: Rulebook) -> dict[str, Any]:
+    d = rb.decision or {}
+    guard = d.get("guard") or {}
+    return {
+        "layout": d.get("layout"),
+        "calibrate": d.get("calibrate"),
+        "val_macro_f1": d.get("val_macro_f1"),
+        "zero_shot_val_macro_f1": guard.get("zero_shot_val_macro_f1"),
+        "used": d.get("used"),
+        "warning": rb.warning,
+    }
 
 
 def _resolve_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pld.phases.layouts import render_layout
+from pld.rulebook import Rulebook
 from pld.rundir import FILES
 from pld.tasks.files import load_task
 from tests.e2e.conftest import pld
@@ -25,7 +27,7 @@ def test_distill_writes_every_artifact(run_dir: Path) -> None:
     for name in FILES:
         assert (run_dir / name).exists(), name
     run = json.loads((run_dir / "run.json").read_text())
-    assert set(run["phases"]) == {"extract", "synthesize", "resolve", "finalize"}
+    assert set(run["phases"]) == {"extract", "synthesize", "resolve", "finalize", "decide"}
     assert run["usage_by_role"]["teacher"]["calls"] > 0
     assert run["models"]["student"].startswith("local:SmolLM2-135M-Instruct")
     ins = json.loads((run_dir / "instructions.json").read_text())["instructions"]
@@ -34,8 +36,18 @@ def test_distill_writes_every_artifact(run_dir: Path) -> None:
     md = (run_dir / "prompt.md").read_text()
     assert f"## {ins[0]['id']}." in md and "Formed from" in md
     system = (run_dir / "system_prompt.txt").read_text()
-    assert ins[0]["text"] in system
-    assert (run_dir / "user_template.txt").read_text() == "Ticket: {text}"
+    template = (run_dir / "user_template.txt").read_text()
+    used = json.loads((run_dir / "decision.json").read_text())["used"]
+    # the layout is fitted on validation (issue #13): its exact bytes are what was saved
+    rb = Rulebook.load(run_dir)
+    want = render_layout(used["layout"], rb.task, rb.instructions)
+    if used["prompt"] == "rulebook":
+        assert ins[0]["text"] in system + template and (system, template) == (
+            want.system,
+            want.user_template,
+        )
+    if used["layout"] in ("default", "weigh_all"):
+        assert template == "Ticket: {text}"
     rules = [json.loads(x) for x in (run_dir / "rules.jsonl").read_text().splitlines()]
     fails = [
         json.loads(x) for x in (run_dir / "extraction_failures.jsonl").read_text().splitlines()

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pld.config import DistillConfig
 from pld.distiller import Distiller
-from pld.models.fake import HashEmbedder
+from pld.models.fake import HashEmbedder, ScriptedChatModel
 from pld.prompts import system_prompt_for
 from pld.rulebook import Rulebook
 from pld.tasks.base import stratified_split
@@ -64,16 +66,36 @@ def test_a_changed_calibration_prior_is_reported(
     assert [p.to_json() for p in got] == _expected()  # the student's own prior is used
 
 
-def test_a_fresh_fit_sends_the_prechange_requests(tmp_path: Path) -> None:
+def _fit(tmp_path: Path, cfg: DistillConfig) -> tuple[ScriptedChatModel, LogprobStudent]:
     task = make_task(10)
     sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
     teacher = make_teacher(bad_ids=("fruit-01",), resolve_edits=EDITS)
     student = LogprobStudent()
-    Distiller(teacher, student, HashEmbedder(), config=CFG, cache=tmp_path / "c.sqlite").fit(
+    Distiller(teacher, student, HashEmbedder(), config=cfg, cache=tmp_path / "c.sqlite").fit(
         task.with_examples(sp.train), task.with_examples(sp.val), run_dir=tmp_path / "run"
     )
+    return teacher, student
+
+
+# The one-candidate loop on validation alone, without the decide stage (issue #13's additions).
+LEGACY = replace(CFG, resolve_candidates=1, resolve_pool=0, decide=False)
+
+
+def test_a_fresh_fit_with_the_legacy_settings_sends_the_prechange_requests(tmp_path: Path) -> None:
+    teacher, student = _fit(tmp_path, LEGACY)
     old = json.loads((FIX / "prechange_requests.json").read_text())
     assert request_hashes(teacher.requests) == old["teacher"]
     assert request_hashes(student.requests) == old["student"]
     for name in ("system_prompt.txt", "instructions.json", "calibration.json", "prompt.md"):
         assert (tmp_path / "run" / name).read_bytes() == (RUN / name).read_bytes(), name
+    assert not (tmp_path / "run" / "decision.json").exists()
+
+
+def test_a_fresh_fit_with_the_defaults_still_sends_every_prechange_request(tmp_path: Path) -> None:
+    """More candidates, a larger pool and the decide stage add requests; every request the old
+    code sent is still among them (so recorded replies keep hitting the cache)."""
+    teacher, student = _fit(tmp_path, CFG)
+    old = json.loads((FIX / "prechange_requests.json").read_text())
+    assert set(old["teacher"]) <= set(request_hashes(teacher.requests))
+    assert set(old["student"]) <= set(request_hashes(student.requests))
+    assert (tmp_path / "run" / "decision.json").exists()

@@ -217,7 +217,7 @@ def test_distill_summary_is_the_final_ledger(
 
     teachers: list = []  # type: ignore[type-arg]
 
-    def chat(spec: str):  # type: ignore[no-untyped-def]
+    def chat(spec: str, **kw):  # type: ignore[no-untyped-def]
         if spec == "fake:teacher":
             teachers.append(make_teacher())
             return teachers[-1]

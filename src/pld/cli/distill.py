@@ -12,6 +12,7 @@ from pld.cli._common import RichProgress, err, open_cache, out, summary_table, u
 from pld.config import DistillConfig
 from pld.distiller import Distiller, plan_distill
 from pld.errors import ConfigError
+from pld.rulebook import Rulebook
 from pld.run import whole_run_usage
 from pld.taskref import DEFAULT_SPLIT
 
@@ -164,12 +165,38 @@ def summary_rows(d: Distiller, run_dir: str, wall_s: float) -> list[tuple[str, s
             f"{nan if r0 is None else r0:.3f} after synthesis -> "
             f"{nan if best is None else best:.3f} after resolve",
         ),
+        *decision_rows(d.rulebook_),
         *usage_rows(led.get("usage_by_role", {})),
     ]
     if led.get("usage_earlier_processes"):
         whole = whole_run_usage(led)
         rows += [(f"{role} (whole run)", v) for role, v in usage_rows(whole)]
     return [*rows, ("wall time", f"{wall_s:.1f} s")]
+
+
+def decision_rows(rb: Rulebook) -> list[tuple[str, str]]:
+    """The fitted decision and, when the rulebook was no better than zero-shot on
+    validation, the harm guard's sentence (one plain sentence with both figures)."""
+    d = rb.decision
+    if not d:
+        return []
+    used = d.get("used") or d
+    cal = "calibrated" if used["calibrate"] else "raw"
+    rows = [
+        (
+            "decision",
+            f"layout {used['layout']}, {cal} (val macro-F1 {d['val_macro_f1']:.3f}; {d['reason']})",
+        )
+    ]
+    if rb.warning:
+        action = (d.get("guard") or {}).get("action", "warn")
+        kept = {
+            "fallback": "the zero-shot prompt is kept instead",
+            "warn": "the rulebook is kept",
+            "keep": "the rulebook is kept",
+        }
+        rows.append(("WARNING", f"{rb.warning} ({kept.get(action, action)})"))
+    return rows
 
 
 COMMANDS = [distill]

@@ -28,6 +28,7 @@ COLUMNS = (
     "out tok",
     "$",
     "McNemar p",
+    "Δ vs PLD [95% CI]",
 )
 
 
@@ -91,6 +92,7 @@ def comparison_table(c: Comparison) -> Table:
     for m, r in c.methods.items():
         lo, hi = r["macro_f1_ci95"]
         mc = r.get("mcnemar_vs_pld")
+        dv = r.get("diff_vs_pld")
         table.add_row(
             m,
             f"{r['macro_f1']:.3f}",
@@ -103,8 +105,17 @@ def comparison_table(c: Comparison) -> Table:
             f"{r['completion_tokens_per_item']:.1f}",
             f"{r['cost_usd']:.4f}",
             f"{mc['p_value']:.3g}" if mc else "-",
+            diff_cell(dv),
         )
     return table
+
+
+def diff_cell(dv: dict[str, Any] | None) -> str:
+    """A method's paired macro-F1 difference to PLD with its bootstrap 95% CI."""
+    if not dv:
+        return "-"
+    lo, hi = dv["ci95"]
+    return f"{dv['diff']:+.3f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def render_comparison(c: Comparison, to: Console) -> None:
@@ -121,6 +132,10 @@ def render_comparison(c: Comparison, to: Console) -> None:
             for g, row in r["confusion"].items()
         )
         to.print(f"  confusion (gold -> predicted:count): {conf}")
+        if r.get("decision"):
+            d = r["decision"]
+            cal = "calibrated" if d["calibrate"] else "raw"
+            to.print(f"  decision: layout {d['layout']}, {cal} ({d.get('source', '')})")
 
 
 def _evaluate(
@@ -163,9 +178,10 @@ def _evaluate(
             rulebook=rb,
             k=k,
             seed=ev.seed,
-            calibrate=not no_calibrate,
+            calibrate=False if no_calibrate else None,
             cache=open_cache(cache_path, no_cache),
             progress=prog,
+            val=ev.val,
         )
     render_comparison(c, out)
     if out_dir:
@@ -189,7 +205,8 @@ def eval_cmd(method: str, **kw: Any) -> None:
 )
 @_task_options
 def compare_cmd(methods: str | None, **kw: Any) -> None:
-    """Run several methods on the same items; adds paired McNemar tests against PLD. With
+    """Run several methods on the same items; adds, against PLD, paired McNemar tests and the
+    paired bootstrap 95% CI of each method's macro-F1 difference. With
     --prompt, results go to RUN_DIR/eval unless --out says otherwise."""
     ms = (
         methods.split(",")

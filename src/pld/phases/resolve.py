@@ -1,21 +1,32 @@
 """Phase 3 — conflict resolution: a closed loop in which the teacher repairs the rulebook.
 
-Each round: classify a training sample with the current best set; give the teacher the
-instruction list (with ids), the failures and a sample of successes (the paper: correct
-examples are "critical to avoid performance degradation"); it answers with explicit edits;
-apply them to get a candidate; score the candidate on the validation split; accept only if
-macro-F1 improves (a tie goes to the shorter prompt). Stop after ``patience`` rounds without
-improvement or ``max_rounds``; the best set is kept.
+Each round: classify a training sample with the current best set; draw ``candidates``
+different samples of its failures and successes (the paper: correct examples are "critical to
+avoid performance degradation"); for each, the teacher sees the instruction list (with ids)
+and answers with explicit edits, which give one candidate set. Every candidate is scored on a
+*pool*: the validation split plus up to ``pool`` training items that no candidate was shown
+this round. Acceptance is paired, item by item against the current best: a candidate must fix
+at least ``min_net`` more pool items than it breaks and must not lower the pool's macro-F1 (a
+tie is rejected — 30 validation items cannot tell a tie from noise); among accepted candidates
+the one with the largest net gain wins. Stop after ``patience`` rounds without acceptance or
+``max_rounds``; the best set is kept. Each round's record says what each candidate changed,
+what it fixed and broke, and what the winner bought (validation and pool macro-F1, before and
+after).
+
+Teacher budget: at most ``max_rounds * candidates * max_attempts`` requests (defaults 3 x 2 x
+2 = 12; one per candidate when the reply is valid). The first candidate of round 1 sends
+exactly the request the one-candidate loop sent, so recorded teacher replies stay valid.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pld._async import gather_all
 from pld.guards import rule_problem
 from pld.metrics import macro_f1
 from pld.models.client import ChatClient
@@ -43,6 +54,9 @@ class ResolveSettings:
     max_attempts: int = 2
     seed: int = 0
     calibrate: bool = True
+    candidates: int = 2
+    pool: int = 48
+    min_net: int = 2
 
 
 async def score(
@@ -120,6 +134,7 @@ async def propose_edits(
     teacher: ChatClient,
     settings: ResolveSettings,
     round_no: int,
+    candidate: int = 0,
 ) -> tuple[str, list[Edit], str | None]:
     """The teacher's diagnosis and edits for one round, or the reason there are none."""
     prompt = resolve_prompt(
@@ -137,7 +152,7 @@ async def propose_edits(
         schema=resolve_schema(task.labels),
         max_tokens=settings.max_tokens,
         max_attempts=settings.max_attempts,
-        seed=round_no * 100,
+        seed=round_no * 100 + 10 * candidate,
     )
     if ans.value is None:
         return "", [], ans.error
@@ -145,14 +160,68 @@ async def propose_edits(
     return diagnosis, edits, None
 
 
-def _train_sample(
+def _round_draw(
     train: Sequence[Example], settings: ResolveSettings, round_no: int
 ) -> tuple[random.Random, list[Example]]:
-    """The round's seeded training sample, and the generator that also picks what is shown."""
+    """The round's seeded shuffle of the training set (its head is the classified sample),
+    and the generator that also picks what the first candidate is shown."""
     rng = random.Random(settings.seed * 1000 + round_no)
-    sample = list(train)
-    rng.shuffle(sample)
-    return rng, sample[: settings.train_sample]
+    order = list(train)
+    rng.shuffle(order)
+    return rng, order
+
+
+def _shown(
+    fails: Sequence[Prediction],
+    oks: Sequence[Prediction],
+    settings: ResolveSettings,
+    rng: random.Random,
+    round_no: int,
+    candidate: int,
+) -> tuple[list[Prediction], list[Prediction]]:
+    """What one candidate's teacher request shows: the first candidate draws from the round's
+    generator (the one-candidate loop's draw), the others from their own seeded generator."""
+    g = rng if candidate == 0 else random.Random(settings.seed * 1000 + round_no + 7919 * candidate)
+    fail_shown = g.sample(list(fails), min(settings.n_failures, len(fails)))
+    ok_shown = g.sample(list(oks), min(settings.n_successes, len(oks)))
+    return fail_shown, ok_shown
+
+
+def paired_gain(best: Sequence[Prediction], cand: Sequence[Prediction]) -> dict[str, int]:
+    """Items the candidate fixes (best wrong, candidate right) and breaks (the reverse), paired
+    by id over the items both scored."""
+    right = {p.id: p.correct for p in best}
+    fixes = sum(1 for p in cand if p.id in right and p.correct and not right[p.id])
+    breaks = sum(1 for p in cand if p.id in right and not p.correct and right[p.id])
+    return {"fixes": fixes, "breaks": breaks, "net": fixes - breaks}
+
+
+def accepts(gain: Mapping[str, int], cand_f1: float, best_f1: float, min_net: int) -> bool:
+    """Paired acceptance: at least ``min_net`` more items fixed than broken, and the pool's
+    macro-F1 not lower (so a gain on the majority class cannot hide a lost minority one)."""
+    return gain["net"] >= max(1, min_net) and cand_f1 >= best_f1 - 1e-9
+
+
+@dataclass
+class _Best:
+    """The current best set and its validation figures."""
+
+    rules: InstructionSet
+    val_f1: float
+    val_preds: list[Prediction]
+    prompt_chars: int
+
+
+@dataclass
+class _Proposal:
+    """One candidate of a round: what it was shown, its record and its set (None when the
+    teacher gave nothing usable)."""
+
+    index: int
+    shown_ids: list[str]
+    rec: dict[str, Any]
+    rules: InstructionSet | None = None
+    preds: list[Prediction] | None = None
 
 
 def _baseline(f1: float, prompt_chars: int, n_rules: int) -> dict[str, Any]:
@@ -205,6 +274,186 @@ def _candidate(
     return cand
 
 
+async def _propose(
+    task: Task,
+    best: InstructionSet,
+    shown: tuple[list[Prediction], list[Prediction]],
+    by_id: dict[str, Example],
+    teacher: ChatClient,
+    settings: ResolveSettings,
+    round_no: int,
+    index: int,
+) -> _Proposal:
+    """One teacher request and the candidate set its edits give."""
+    fail_shown, ok_shown = shown
+    diagnosis, edits, err = await propose_edits(
+        task, best, fail_shown, ok_shown, by_id, teacher, settings, round_no, index
+    )
+    rec: dict[str, Any] = {
+        "candidate": index,
+        "diagnosis": diagnosis,
+        "failures_shown": [p.id for p in fail_shown],
+        "successes_shown": [p.id for p in ok_shown],
+    }
+    ids = [p.id for p in (*fail_shown, *ok_shown)]
+    if err is not None:
+        rec.update(accepted=False, teacher_error=err, edits=[], note="teacher reply invalid")
+        return _Proposal(index, ids, rec)
+    texts = [task.render(by_id[i]) for i in ids]
+    cand = _candidate(task, best, edits, texts, rec, tag=f"round {round_no}")
+    return _Proposal(index, ids, rec, cand)
+
+
+async def _pool_baseline(
+    task: Task,
+    best: _Best,
+    pool_train: Sequence[Example],
+    known: Mapping[str, Prediction],
+    student: ChatClient,
+    settings: ResolveSettings,
+    on_done: Callable[[], None] | None,
+) -> list[Prediction]:
+    """The best set's predictions on the pool: validation (already scored) and the held-back
+    training items (those in the classified sample are reused, the rest scored)."""
+    missing = [e for e in pool_train if e.id not in known]
+    scored = {}
+    if missing:
+        _, preds = await score(
+            task, best.rules, missing, student, on_done, calibrate=settings.calibrate
+        )
+        scored = {p.id: p for p in preds}
+    return [*best.val_preds, *((known.get(e.id) or scored[e.id]) for e in pool_train)]
+
+
+async def _judge(
+    task: Task,
+    props: Sequence[_Proposal],
+    pool: tuple[Sequence[Example], Sequence[Example]],
+    best_pool: Sequence[Prediction],
+    student: ChatClient,
+    settings: ResolveSettings,
+    on_done: Callable[[], None] | None,
+) -> _Proposal | None:
+    """Score every candidate on the pool, record its paired gain, return the winner."""
+    val, pool_train = pool
+    best_pool_f1 = macro_f1(best_pool, task.labels)
+    winner: tuple[tuple[int, float, int], _Proposal] | None = None
+    for pr in props:
+        if pr.rules is None:
+            continue
+        f1, preds = await score(
+            task, pr.rules, [*val, *pool_train], student, on_done, calibrate=settings.calibrate
+        )
+        gain = paired_gain(best_pool, preds)
+        clen = len(system_prompt_for(task, pr.rules))
+        ok = accepts(gain, f1, best_pool_f1, settings.min_net)
+        pr.preds = preds[: len(val)]
+        pr.rec.update(
+            val_macro_f1=macro_f1(pr.preds, task.labels),
+            pool_macro_f1=f1,
+            prompt_chars=clen,
+            n_rules=len(pr.rules),
+            accepted=False,
+            passes_acceptance=ok,
+            **gain,
+        )
+        key = (gain["net"], f1, -clen)
+        if ok and (winner is None or key > winner[0]):
+            winner = (key, pr)
+    if winner is None:
+        return None
+    winner[1].rec["accepted"] = True
+    return winner[1]
+
+
+def _why_not(rec: Mapping[str, Any], min_net: int) -> str:
+    """Why one candidate was not accepted, in a few words."""
+    if "net" not in rec:
+        return str(rec.get("note", "not scored"))
+    if rec["net"] < max(1, min_net):
+        return f"fixed {rec['fixes']}, broke {rec['breaks']} (needs net >= {max(1, min_net)})"
+    return "lowered the pool's macro-F1"
+
+
+def _round_record(
+    head: dict[str, Any],
+    props: Sequence[_Proposal],
+    win: _Proposal | None,
+    before: _Best,
+    min_net: int,
+) -> dict[str, Any]:
+    """The round's record: every candidate, and (mirrored at top level, as the one-candidate
+    loop wrote them) the winner's — or the first candidate's — diagnosis, edits and scores."""
+    shown = win or props[0]
+    keys = (
+        *("diagnosis", "failures_shown", "successes_shown", "edits", "teacher_error"),
+        *("val_macro_f1", "pool_macro_f1", "prompt_chars", "n_rules", "note"),
+    )
+    rec = {**head, **{k: shown.rec[k] for k in keys if k in shown.rec}}
+    rec["accepted"] = win is not None
+    rec["chosen_candidate"] = win.index if win is not None else None
+    rec["candidates"] = [p.rec for p in props]
+    if win is not None:
+        rec["bought"] = {
+            "changed": [e for e in win.rec.get("edits", []) if e.get("applied")],
+            "fixes": win.rec["fixes"],
+            "breaks": win.rec["breaks"],
+            "pool_macro_f1": [head["pool_macro_f1_before"], win.rec["pool_macro_f1"]],
+            "val_macro_f1": [before.val_f1, win.rec["val_macro_f1"]],
+        }
+    else:
+        rec["note"] = "no candidate accepted: " + "; ".join(
+            f"candidate {p.index}: {_why_not(p.rec, min_net)}" for p in props
+        )
+    return rec
+
+
+async def _round(
+    task: Task,
+    best: _Best,
+    data: tuple[Sequence[Example], Sequence[Example]],
+    clients: tuple[ChatClient, ChatClient],
+    settings: ResolveSettings,
+    r: int,
+    on_done: Callable[[], None] | None,
+) -> tuple[dict[str, Any], _Proposal | None, bool]:
+    """One round: (record, winning proposal or None, whether to stop)."""
+    (train, val), (student, teacher) = data, clients
+    rng, order = _round_draw(train, settings, r)
+    sample = order[: settings.train_sample]
+    _, tpreds = await score(
+        task, best.rules, sample, student, on_done, calibrate=settings.calibrate
+    )
+    fails = [p for p in tpreds if not p.correct]
+    oks = [p for p in tpreds if p.correct]
+    head: dict[str, Any] = {
+        "round": r,
+        "train_sample": len(sample),
+        "train_failures": len(fails),
+        "train_macro_f1": macro_f1(tpreds, task.labels),
+    }
+    if not fails:
+        head.update(accepted=False, note="no training failures to learn from; stopped")
+        return head, None, True
+    by_id = {e.id: e for e in train}
+    draws = [_shown(fails, oks, settings, rng, r, c) for c in range(settings.candidates)]
+    props = await gather_all(
+        _propose(task, best.rules, d, by_id, teacher, settings, r, c) for c, d in enumerate(draws)
+    )
+    seen = {i for p in props for i in p.shown_ids} | {e.id for e in val}
+    pool_train = [e for e in order if e.id not in seen][: settings.pool]
+    known = {p.id: p for p in tpreds}
+    best_pool = await _pool_baseline(task, best, pool_train, known, student, settings, on_done)
+    head["pool"] = {
+        "val": len(val),
+        "train": len(pool_train),
+        "train_ids": [e.id for e in pool_train],
+    }
+    head["pool_macro_f1_before"] = macro_f1(best_pool, task.labels)
+    win = await _judge(task, props, (val, pool_train), best_pool, student, settings, on_done)
+    return _round_record(head, props, win, best, settings.min_net), win, False
+
+
 async def resolve(
     task: Task,
     start: InstructionSet,
@@ -218,60 +467,22 @@ async def resolve(
     on_done: Callable[[], None] | None = None,
 ) -> tuple[InstructionSet, list[dict[str, Any]], list[Prediction]]:
     """Return (best set, round records, best set's validation predictions)."""
-    by_id = {e.id: e for e in train}
-    best = start
-    best_f1, best_preds = await score(
-        task, best, val, student, on_done, calibrate=settings.calibrate
-    )
-    best_len = len(system_prompt_for(task, best))
+    f1, preds = await score(task, start, val, student, on_done, calibrate=settings.calibrate)
+    best = _Best(start, f1, preds, len(system_prompt_for(task, start)))
     rounds: list[dict[str, Any]] = []
-    _record(rounds, _baseline(best_f1, best_len, len(best)), on_round)
+    _record(rounds, _baseline(best.val_f1, best.prompt_chars, len(start)), on_round)
     stale = 0
     for r in range(1, settings.max_rounds + 1):
-        rng, sample = _train_sample(train, settings, r)
-        _, tpreds = await score(task, best, sample, student, on_done, calibrate=settings.calibrate)
-        fails = [p for p in tpreds if not p.correct]
-        oks = [p for p in tpreds if p.correct]
-        rec: dict[str, Any] = {
-            "round": r,
-            "train_sample": len(sample),
-            "train_failures": len(fails),
-            "train_macro_f1": macro_f1(tpreds, task.labels),
-        }
-        if not fails:
-            rec.update(accepted=False, note="no training failures to learn from; stopped")
-            _record(rounds, rec, on_round)
-            break
-        fail_shown = rng.sample(fails, min(settings.n_failures, len(fails)))
-        ok_shown = rng.sample(oks, min(settings.n_successes, len(oks)))
-        diagnosis, edits, err = await propose_edits(
-            task, best, fail_shown, ok_shown, by_id, teacher, settings, r
+        rec, win, stop = await _round(
+            task, best, (train, val), (student, teacher), settings, r, on_done
         )
-        rec.update(
-            diagnosis=diagnosis,
-            failures_shown=[p.id for p in fail_shown],
-            successes_shown=[p.id for p in ok_shown],
-        )
-        if err is not None:
-            rec.update(accepted=False, teacher_error=err, edits=[], note="teacher reply invalid")
-        else:
-            shown = [task.render(by_id[p.id]) for p in (*fail_shown, *ok_shown)]
-            cand = _candidate(task, best, edits, shown, rec, tag=f"round {r}")
-            if cand is not None:
-                f1, preds = await score(
-                    task, cand, val, student, on_done, calibrate=settings.calibrate
-                )
-                clen = len(system_prompt_for(task, cand))
-                better = f1 > best_f1 + 1e-9 or (abs(f1 - best_f1) <= 1e-9 and clen < best_len)
-                rec.update(val_macro_f1=f1, prompt_chars=clen, n_rules=len(cand), accepted=better)
-                if better:
-                    best, best_f1, best_preds, best_len = cand, f1, preds, clen
-        if rec.get("accepted"):
+        if win is not None and win.rules is not None and win.preds is not None:
+            best = _Best(win.rules, rec["val_macro_f1"], win.preds, rec["prompt_chars"])
             stale = 0
-        else:
+        elif not stop:
             stale += 1
-        rec["best_val_macro_f1"] = best_f1
+        rec["best_val_macro_f1"] = best.val_f1
         _record(rounds, rec, on_round)
-        if stale >= settings.patience:
+        if stop or stale >= settings.patience:
             break
-    return best, rounds, best_preds
+    return best.rules, rounds, best.val_preds

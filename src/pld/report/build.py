@@ -178,10 +178,12 @@ def _results_html(results: dict[str, Any] | None, rb: Rulebook, root: Path) -> l
             f"<h2>Methods on {results['n']} test items</h2><table id='results'><tr>"
             "<th>method</th><th>macro-F1</th><th>95% CI</th><th>accuracy</th>"
             "<th>invalid</th><th>p50 ms</th><th>prompt tokens/item</th>"
-            "<th>McNemar p vs PLD</th></tr>"
+            "<th>McNemar p vs PLD</th><th>Δ macro-F1 vs PLD [paired 95% CI]</th></tr>"
         )
         for m, r in results["methods"].items():
             mc = r.get("mcnemar_vs_pld")
+            dv = r.get("diff_vs_pld")
+            dcell = f"{dv['diff']:+.3f} [{dv['ci95'][0]:+.3f}, {dv['ci95'][1]:+.3f}]" if dv else "-"
             parts.append(
                 f"<tr><td>{e(m)}</td>"
                 f"<td data-metric='{e(m)}.macro_f1'>{r['macro_f1']:.3f}</td>"
@@ -190,11 +192,38 @@ def _results_html(results: dict[str, Any] | None, rb: Rulebook, root: Path) -> l
                 f"<td data-metric='{e(m)}.invalid'>{r['invalid']}</td>"
                 f"<td>{r['latency_p50_s'] * 1000:.0f}</td>"
                 f"<td>{r['prompt_tokens_per_item']:.0f}</td>"
-                f"<td>{'-' if not mc else format(mc['p_value'], '.3g')}</td></tr>"
+                f"<td>{'-' if not mc else format(mc['p_value'], '.3g')}</td>"
+                f"<td>{dcell}</td></tr>"
             )
         parts.append("</table>")
     else:
         parts.append(f"<h2>Methods</h2><p id='no-evaluation'>{_no_evaluation(rb, root)}</p>")
+    return parts
+
+
+def _decision_html(rb: Rulebook) -> list[str]:
+    """The fitted decision: what the student is asked with, why, and each candidate's
+    validation score (the harm guard's sentence is shown at the top of the page)."""
+    e = html.escape
+    d = rb.decision
+    if not d:
+        return []
+    used = d.get("used") or d
+    parts = []
+    parts.append(
+        "<h2>Decision (fitted on validation)</h2><p id='decision'>The student is asked with "
+        f"layout <code>{e(str(used['layout']))}</code>, "
+        f"{'calibrated' if used['calibrate'] else 'raw'} scores: {e(str(d.get('reason', '')))}"
+        "</p><table id='decision-candidates'><tr><th>prompt</th><th>layout</th>"
+        "<th>calibrated</th><th>val macro-F1</th><th>Δ vs default</th></tr>"
+    )
+    for who, rec in (("rulebook", d), ("zero-shot", d.get("zero_shot") or {})):
+        for c in rec.get("candidates", []):
+            parts.append(
+                f"<tr><td>{who}</td><td>{e(str(c['layout']))}</td><td>{c['calibrate']}</td>"
+                f"<td>{c['val_macro_f1']:.3f}</td><td>{c['diff_vs_default']:+.3f}</td></tr>"
+            )
+    parts.append("</table>")
     return parts
 
 
@@ -257,6 +286,8 @@ def _markdown(
 ) -> list[str]:
     """report.md: the comparison (or how to add it), the rulebook's size and the plots."""
     md = [f"# pld report — {name}", ""]
+    if rb.warning:
+        md += [f"**Warning:** {rb.warning}", ""]
     if results:
         md += ["| method | macro-F1 | 95% CI | accuracy | invalid |", "|---|---|---|---|---|"]
         for m, r in results["methods"].items():
@@ -304,6 +335,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         + ", ".join(f"{e(k)} <code>{e(v)}</code>" for k, v in run.get("models", {}).items())
         + "</p>",
     ]
+    if rb.warning:
+        parts.append(f"<p id='harm-guard'><b>Warning:</b> {e(rb.warning)}</p>")
     parts += _results_html(results, rb, root)
     parts.append("<h2>Plots</h2>")
     for name, (caption, png) in plots.items():
@@ -313,7 +346,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             f"src='data:image/png;base64,{b64}'><figcaption>{e(caption)}"
             "</figcaption></figure>"
         )
-    parts += _rounds_html(rounds) + _rulebook_html(ins, examples)
+    parts += _decision_html(rb) + _rounds_html(rounds) + _rulebook_html(ins, examples)
     # Lets a headless browser (and the tests) confirm every plot decoded and rendered.
     parts.append(
         "<script>window.addEventListener('load',()=>{const i=[...document."

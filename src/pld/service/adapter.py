@@ -21,7 +21,6 @@ from typing import Any
 from pld import __version__
 from pld._async import gather_all
 from pld.cache import Cache
-from pld.config import DistillConfig
 from pld.distiller import Distiller
 from pld.models.client import ChatClient, Limits
 from pld.models.registry import parse_spec, resolve_chat
@@ -61,7 +60,8 @@ class RunDirClassifier:
         self.labels = tuple(self._d.task_.labels)
         self.system_prompt: str = self._d.system_prompt_
         self.user_template: str = self._d.user_template_
-        self.calibrate = (self._d.config or DistillConfig()).calibrate
+        # the rulebook's setting: its fitted decision when it has one, else the run's config
+        self.calibrate = self._d.rulebook_.calibrate
         self.fields = list(dict.fromkeys(template_fields(self.user_template)))
         self.version = rulebook_version(
             self._d.instructions_.version, self.system_prompt, self.user_template
