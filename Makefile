@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(VENV)/bin/pld demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests $(wildcard bench)
-	$(PY) -m ruff format --check src tests $(wildcard bench)
+	$(PY) -m ruff check src tests $(wildcard bench) $(wildcard examples)
+	$(PY) -m ruff format --check src tests $(wildcard bench) $(wildcard examples)
 	$(PY) -m mypy
 
 test: $(STAMP) lint

@@ -14,6 +14,7 @@ everywhere.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,15 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_METHOD = "contextual calibration (Zhao et al. 2021)"
 PRIOR_TOLERANCE = 1e-9
+
+
+class Recompute(enum.Enum):
+    """``apredict(prior=RECOMPUTE)``: measure the prior now (None already means "none")."""
+
+    TOKEN = 0
+
+
+RECOMPUTE = Recompute.TOKEN
 
 
 def task_to_json(t: Task) -> dict[str, Any]:
@@ -265,28 +275,57 @@ class Rulebook:
             log.warning("calibration.json does not match the student's prior now: %s", drift)
         return drift
 
+    async def aprior(
+        self, student: ChatClient, *, calibrate: bool | None = None
+    ) -> Mapping[str, float] | None:
+        """The calibration prior ``apredict`` divides by for ``student`` (None: uncalibrated,
+        or a backend that gives no label distribution). A long-lived caller (the service)
+        computes it once and passes it to every ``apredict``; its content-free calls also put
+        the system prompt into the engine's prefix cache."""
+        if not (self.calibrate if calibrate is None else calibrate):
+            return None
+        prior = await label_prior(
+            system_prompt=self.system_prompt,
+            user_template=self.user_template,
+            labels=self.labels,
+            student=student,
+        )
+        self.check_prior(prior, student.identity)
+        return prior
+
     async def apredict(
         self,
         items: Sequence[Item],
         student: ChatClient,
         *,
         calibrate: bool | None = None,
+        prior: Mapping[str, float] | Recompute | None = RECOMPUTE,
         on_done: Callable[[], None] | None = None,
     ) -> list[Prediction]:
         """Classify ``items`` with exactly the saved prompt bytes. ``calibrate`` overrides the
-        rulebook's setting (the evaluation's ``--no-calibrate``)."""
-        cal = self.calibrate if calibrate is None else calibrate
-        prior = None
-        if cal:
-            prior = await label_prior(
-                system_prompt=self.system_prompt,
-                user_template=self.user_template,
-                labels=self.labels,
-                student=student,
-            )
-            self.check_prior(prior, student.identity)
+        rulebook's setting (the evaluation's ``--no-calibrate``); ``prior``, from ``aprior``,
+        skips recomputing it (None: uncalibrated)."""
+        if isinstance(prior, Recompute):
+            prior = await self.aprior(student, calibrate=calibrate)
         return await classify_with(
             self.prompt, items, self.labels, student, calibrate=False, prior=prior, on_done=on_done
+        )
+
+    def student_client(
+        self,
+        student: ChatModel | str,
+        *,
+        cache: Cache | None = None,
+        concurrency: int | None = None,
+    ) -> ChatClient:
+        """The student as ``predict`` calls it. ``concurrency`` is how many requests are in
+        flight at once (an OpenAI-compatible server with N slots, or vLLM/SGLang, wants many);
+        by default the run's ``student_concurrency``."""
+        model = resolve_chat(student) if isinstance(student, str) else student
+        if concurrency is None:
+            concurrency = int((self.run_info.get("config") or {}).get("student_concurrency", 1))
+        return ChatClient(
+            model, role="student", cache=cache, limits=Limits(max_concurrency=concurrency)
         )
 
     def predict(
@@ -295,13 +334,11 @@ class Rulebook:
         student: ChatClient | ChatModel | str,
         *,
         cache: Cache | None = None,
+        concurrency: int | None = None,
     ) -> list[Prediction]:
         """Classify ``inputs`` (examples, field mappings or bare texts) with ``student`` (a
-        client, a model, or a model spec such as ``local:smollm2``)."""
+        client, a model, or a model spec such as ``local:smollm2``); ``concurrency`` as in
+        ``student_client`` (a given client keeps its own)."""
         if not isinstance(student, ChatClient):
-            model = resolve_chat(student) if isinstance(student, str) else student
-            conc = int((self.run_info.get("config") or {}).get("student_concurrency", 1))
-            student = ChatClient(
-                model, role="student", cache=cache, limits=Limits(max_concurrency=conc)
-            )
+            student = self.student_client(student, cache=cache, concurrency=concurrency)
         return run_sync(self.apredict(as_items(inputs), student))

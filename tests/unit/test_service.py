@@ -18,8 +18,11 @@ from starlette.applications import Starlette
 from pld.distiller import Distiller
 from pld.errors import ConfigError, RunDirError
 from pld.models.client import ChatClient
+from pld.models.fake import ScriptedChatModel
+from pld.predictions import as_items
+from pld.rulebook import Rulebook
 from pld.service import RunDirClassifier, create_app
-from tests.fakes import make_student, make_task
+from tests.fakes import LogprobStudent, make_student, make_task, student_reply
 from tests.service_support import FakeClassifier, engine_error, save_run_dir, synthetic_rules
 
 URL = "/v1/classify"
@@ -397,3 +400,46 @@ def test_bad_run_dir_or_spec_fails_before_any_model_loads(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="unknown model spec"):
         RunDirClassifier.from_spec(run, "smollm2")
     assert engines == local._ENGINES  # nothing was loaded
+
+
+async def test_run_dir_classifier_is_rulebook_apredict_with_the_prior_measured_once(
+    tmp_path: Path,
+) -> None:
+    """The service answers through ``Rulebook.apredict`` (what ``pld predict`` runs): labels,
+    confidences and scores equal, and the three content-free calls are made at warm-up only."""
+    task = make_task(2)
+    run = save_run_dir(tmp_path / "run", task, synthetic_rules())
+    items = [dict(e.fields) for e in task.examples]
+    expected = await Rulebook.load(run).apredict(
+        as_items(items), ChatClient(LogprobStudent(), role="student")
+    )
+    student = LogprobStudent()
+    clf = RunDirClassifier(run, ChatClient(student, role="student"))
+    await clf.warmup()
+    assert len(student.requests) == 3  # the prior, and the prompt is now in the prefix cache
+    got = await clf.classify(items[:3]) + await clf.classify(items[3:])
+    assert len(student.requests) == 3 + len(items)  # no prior per batch
+    assert [(p.label, p.scores) for p in got] == [(p.label, p.scores) for p in expected]
+    assert all(p.scores is not None for p in got)
+
+
+async def test_uncalibrated_rulebook_warms_the_prefix_with_one_call(tmp_path: Path) -> None:
+    task = make_task(1)
+    rb = Rulebook.build(task, synthetic_rules(), calibrate=False)
+    student = LogprobStudent()
+    clf = RunDirClassifier(rb, ChatClient(student, role="student"))
+    await clf.warmup()
+    assert len(student.requests) == 1 and clf.info()["calibrated"] is False
+    got = await clf.classify([dict(e.fields) for e in task.examples])
+    expected = await rb.apredict(as_items(task.examples), ChatClient(LogprobStudent(), role="s"))
+    assert [p.label for p in got] == [p.label for p in expected]
+
+
+def test_predict_concurrency_is_the_number_of_requests_in_flight(tmp_path: Path) -> None:
+    task = make_task(4)
+    rb = Rulebook.build(task, synthetic_rules())
+    for n in (1, 3):
+        model = ScriptedChatModel(student_reply, name="student", delay_s=0.01)
+        preds = rb.predict(task.examples, model, concurrency=n)
+        assert model.max_in_flight == n
+        assert [p.label for p in preds] == [e.label for e in task.examples]

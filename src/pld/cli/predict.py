@@ -27,6 +27,12 @@ from pld.tasks.files import load_records
     default=None,
     help="Predictions JSONL [default: stdout].",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests in flight at once (e.g. 64 for vLLM/SGLang) [default: the run's].",
+)
 @click.option("--cache", "cache_path", default=None)
 @click.option("--no-cache", is_flag=True)
 def predict(
@@ -34,11 +40,13 @@ def predict(
     inputs: str,
     student: str,
     out_path: str | None,
+    concurrency: int | None,
     cache_path: str | None,
     no_cache: bool,
 ) -> None:
     """Classify INPUTS (JSONL with the task's fields) with the rulebook in RUN_DIR, sending
-    exactly the saved system_prompt.txt and user_template.txt."""
+    exactly the saved system_prompt.txt and user_template.txt. Against an OpenAI-compatible
+    server, --concurrency N keeps N requests in flight."""
     if out_path:  # before any model work: a destination that cannot be written fails now
         check_destination(Path(out_path))
     rb = Rulebook.load(run_dir)
@@ -49,6 +57,7 @@ def predict(
         [Example(r.id, r.fields, r.label) for r in recs],
         student,
         cache=open_cache(cache_path, no_cache),
+        concurrency=concurrency,
     )
     lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in preds)
     if not out_path:

@@ -1,13 +1,13 @@
-"""Today's classifier for the service: a run directory's rulebook answered by a student client.
+"""The service's classifier: a run directory's ``Rulebook`` answered by a student client.
 
-The one module that knows how a run directory becomes predictions, so moving the service to
-``Rulebook.load(run_dir)`` / ``rulebook.apredict(items, student)`` changes this file only. It
-loads the run exactly as ``pld predict`` does (``Distiller.load``: same task, labels, saved
-``system_prompt.txt``/``user_template.txt`` byte for byte, same calibration setting) and makes
-the same calls (``phases.classify``), with one difference that does not change a label: the
-calibration prior — three content-free calls — is computed once at warm-up instead of once per
-batch. Those calls also put the system prompt into the engine's prefix cache before the first
-request arrives.
+The one module that knows how a run directory becomes predictions. It loads the run with
+``Rulebook.load`` — the reader ``pld predict`` uses — and answers every batch with
+``Rulebook.apredict``, the same call ``pld predict`` makes, so the exact prompt bytes and the
+rulebook's decision settings (calibration, and whatever the rulebook learns to decide later)
+are shared by construction, not copied. One difference that does not change a label: the
+calibration prior (three content-free calls, ``Rulebook.aprior``) is computed once at warm-up
+instead of once per batch. Those calls also put the system prompt into the engine's prefix
+cache before the first request arrives.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from pld import __version__
-from pld._async import gather_all
 from pld.cache import Cache
-from pld.distiller import Distiller
 from pld.models.client import ChatClient, Limits
 from pld.models.registry import parse_spec, resolve_chat
-from pld.phases.classify import CONTENT_FREE, classify_one, label_prior
-from pld.predictions import Prediction
+from pld.phases.classify import CONTENT_FREE
+from pld.predictions import Item, Prediction
+from pld.rulebook import Rulebook
 from pld.tasks.base import template_fields
 
 
@@ -52,19 +51,17 @@ def student_client(
 
 
 class RunDirClassifier:
-    """Implements ``pld.service.base.Classifier`` over a finished ``pld distill`` run."""
+    """Implements ``pld.service.base.Classifier`` over a finished ``pld distill`` run (or a
+    saved rulebook)."""
 
-    def __init__(self, run_dir: str | Path, student: ChatClient) -> None:
-        self._d = Distiller.load(run_dir, student=student.model)
+    def __init__(self, run_dir: str | Path | Rulebook, student: ChatClient) -> None:
+        self.rulebook = run_dir if isinstance(run_dir, Rulebook) else Rulebook.load(run_dir)
         self.student = student
-        self.labels = tuple(self._d.task_.labels)
-        self.system_prompt: str = self._d.system_prompt_
-        self.user_template: str = self._d.user_template_
-        # the rulebook's setting: its fitted decision when it has one, else the run's config
-        self.calibrate = self._d.rulebook_.calibrate
-        self.fields = list(dict.fromkeys(template_fields(self.user_template)))
+        self.fields = list(dict.fromkeys(template_fields(self.rulebook.user_template)))
         self.version = rulebook_version(
-            self._d.instructions_.version, self.system_prompt, self.user_template
+            self.rulebook.instructions.version,
+            self.rulebook.system_prompt,
+            self.rulebook.user_template,
         )
         self._prior: Mapping[str, float] | None = None
         self._warm = False
@@ -82,53 +79,39 @@ class RunDirClassifier:
         """Check the spec and the run directory (cheap) before loading the model (slow), so a
         typo fails in a moment, not after the engine has loaded."""
         parse_spec(spec)
-        Distiller.load(run_dir, student=spec)
-        return cls(run_dir, student_client(spec, concurrency=concurrency, cache=cache))
+        rulebook = Rulebook.load(run_dir)
+        return cls(rulebook, student_client(spec, concurrency=concurrency, cache=cache))
 
     async def warmup(self) -> None:
         async with self._lock:
             if self._warm:
                 return
-            if self.calibrate:
-                self._prior = await label_prior(
-                    system_prompt=self.system_prompt,
-                    user_template=self.user_template,
-                    labels=self.labels,
-                    student=self.student,
-                )
-            else:  # still one call, so the system prompt is in the prefix cache
-                await self._one("warmup", dict.fromkeys(self.fields, CONTENT_FREE[0]))
+            self._prior = await self.rulebook.aprior(self.student)
+            if not self.rulebook.calibrate:  # still one call, so the prompt is in the cache
+                await self._predict([("warmup", dict.fromkeys(self.fields, CONTENT_FREE[0]), None)])
             self._warm = True
 
-    async def _one(self, item_id: str, fields: Mapping[str, str]) -> Prediction:
-        return await classify_one(
-            item_id,
-            fields,
-            system_prompt=self.system_prompt,
-            user_template=self.user_template,
-            labels=self.labels,
-            student=self.student,
-            prior=self._prior,
-        )
+    async def _predict(self, items: list[Item]) -> list[Prediction]:
+        return await self.rulebook.apredict(items, self.student, prior=self._prior)
 
     async def classify(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
         if not self._warm:
             await self.warmup()
-        return await gather_all(self._one(str(k), x) for k, x in enumerate(inputs))
+        return await self._predict([(str(k), x, None) for k, x in enumerate(inputs)])
 
     def info(self) -> dict[str, Any]:
-        t = self._d.task_
+        rb = self.rulebook
         return {
             "rulebook_version": self.version,
-            "task": t.name,
-            "description": t.description,
-            "labels": list(self.labels),
-            "label_descriptions": dict(t.label_descriptions),
+            "task": rb.task.name,
+            "description": rb.task.description,
+            "labels": list(rb.labels),
+            "label_descriptions": dict(rb.task.label_descriptions),
             "input_fields": self.fields,
-            "user_template": self.user_template,
-            "system_prompt": self.system_prompt,
-            "calibrated": self.calibrate,
+            "user_template": rb.user_template,
+            "system_prompt": rb.system_prompt,
+            "calibrated": rb.calibrate,
             "student": self.student.identity,
             "pld_version": __version__,
-            "rules": [i.to_json() for i in self._d.instructions_.instructions],
+            "rules": [i.to_json() for i in rb.instructions.instructions],
         }

@@ -1,8 +1,8 @@
 """What the HTTP layer needs from a classifier, and nothing more.
 
-The app never touches run directories, prompts or models: it talks to a ``Classifier``. Today's
-implementation is ``pld.service.adapter.RunDirClassifier``; a ``Rulebook`` can replace it
-without the app, the queue or the tests changing.
+The app never touches run directories, prompts or models: it talks to a ``Classifier``. The
+implementation is ``pld.service.adapter.RunDirClassifier`` (a ``Rulebook`` and a student
+client); another can replace it without the app, the queue or the tests changing.
 """
 
 from __future__ import annotations
