@@ -19,6 +19,7 @@ covers, and says so in one line (``DemoResult.note``).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -138,6 +139,8 @@ def fit_batched(
     request has no answer."""
     task, sp = demo_data()
     run = Path(out_dir)
+    # a new run gets a new run_id; the batch folder of an earlier demo run is not its own
+    shutil.rmtree(run / BATCH_FOLDER, ignore_errors=True)
     for n in range(MAX_BATCHES):
         d = make()
         d.teacher_batch = run / BATCH_FOLDER

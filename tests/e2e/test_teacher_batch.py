@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from pld.batch import EXIT_BATCH_PENDING
 from pld.cli import main
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]  # slow under shared CPU load
 
 SPEC = "local:smollm2?cache_prompt=off"
 COMMON = ("--task", "demo", "--student", SPEC, "--teacher", SPEC)

@@ -14,7 +14,7 @@ import pytest
 from pld.cache import Cache
 from pld.demo import DEMO_TEACHER, fit_recorded, recorded_answerer, recording_path
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]  # slow under shared CPU load
 
 
 def test_recording_covers_the_demo_and_an_uncovered_resolve_round_keeps_the_best(
