@@ -30,6 +30,7 @@ from pld.evaluate import mcnemar_counts, method_result, run_method
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
 from pld.phases.classify import classify
+from pld.phases.layouts import render_layout
 from pld.predictions import example_items
 from pld.prompts import Prompt, student_prompt
 from pld.rulebook import Rulebook
@@ -177,8 +178,20 @@ def main() -> None:
         method: str,
         prompt: Prompt | None = None,
         items: list[Example] = test,
+        calibrate: bool = True,
     ) -> dict[str, Any]:
-        return score(model_spec, key, method, task, items, cache, prompt, train=train, seed=a.seed)
+        return score(
+            model_spec,
+            key,
+            method,
+            task,
+            items,
+            cache,
+            prompt,
+            train=train,
+            seed=a.seed,
+            calibrate=calibrate,
+        )
 
     teacher_spec = spec(a.teacher, a.dataset)
     if "teacher_zero_shot" not in res:
@@ -224,8 +237,27 @@ def main() -> None:
         if "pld-synth" not in st["methods"]:
             st["methods"]["pld-synth"] = evaluate(s_spec, student, "pld-synth", synth)
             save()
+        # ablation: the final rules with the default decision (layout "default", calibrated),
+        # then the decision fitted on validation (issue #13), and zero-shot given the same fit
+        if "pld-undecided" not in st["methods"]:
+            st["methods"]["pld-undecided"] = evaluate(
+                s_spec, student, "pld-undecided", student_prompt(task, d.instructions_)
+            )
+            save()
+        rb = Rulebook.load(run)
         if "pld" not in st["methods"]:
-            st["methods"]["pld"] = evaluate(s_spec, student, "pld", Rulebook.load(run).prompt)
+            st["methods"]["pld"] = evaluate(
+                s_spec, student, "pld", rb.prompt, calibrate=rb.calibrate
+            )
+            st["methods"]["pld"]["decision"] = rb.decision
+            save()
+        zs = rb.zero_shot_decision
+        if zs is not None and "zero-shot-fitted" not in st["methods"]:
+            zp = render_layout(str(zs["layout"]), task, None)
+            st["methods"]["zero-shot-fitted"] = evaluate(
+                s_spec, student, "zero-shot-fitted", zp, calibrate=bool(zs["calibrate"])
+            )
+            st["methods"]["zero-shot-fitted"]["decision"] = dict(zs)
             save()
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():
