@@ -37,6 +37,7 @@ from pld.evaluate import mcnemar_counts, method_result, run_method
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
 from pld.phases.classify import classify
+from pld.phases.layouts import render_layout
 from pld.predictions import example_items
 from pld.prompts import Prompt, student_prompt
 from pld.rulebook import Rulebook
@@ -293,11 +294,34 @@ class Bench:
             "rounds": d.rounds_,
         }
         synth = student_prompt(task, d.instructions_v0_)
-        final = Rulebook.load(run).prompt
         self.method(st, "pld-synth", s_spec, student, "pld-synth", synth)
         self.method(st, "pld-synth-raw", s_spec, student, "pld-synth", synth, calibrate=False)
-        self.method(st, "pld", s_spec, student, "pld", final)
-        self.method(st, "pld-raw", s_spec, student, "pld", final, calibrate=False)
+        # ablation: the final rules with the default decision (layout "default", calibrated),
+        # then the decision fitted on validation (issue #13), and zero-shot given the same fit
+        undecided = student_prompt(task, d.instructions_)
+        self.method(st, "pld-undecided", s_spec, student, "pld-undecided", undecided)
+        self.method(
+            st, "pld-undecided-raw", s_spec, student, "pld-undecided", undecided, calibrate=False
+        )
+        rb = Rulebook.load(run)
+        if "pld" not in st["methods"]:
+            self.method(st, "pld", s_spec, student, "pld", rb.prompt, calibrate=rb.calibrate)
+            st["methods"]["pld"]["decision"] = rb.decision
+            self.save()
+        zs = rb.zero_shot_decision
+        if zs is not None and "zero-shot-fitted" not in st["methods"]:
+            zp = render_layout(str(zs["layout"]), task, None)
+            self.method(
+                st,
+                "zero-shot-fitted",
+                s_spec,
+                student,
+                "zero-shot-fitted",
+                zp,
+                calibrate=bool(zs["calibrate"]),
+            )
+            st["methods"]["zero-shot-fitted"]["decision"] = dict(zs)
+            self.save()
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():
             if m != "pld":
