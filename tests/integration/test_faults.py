@@ -202,6 +202,7 @@ def test_live_run_is_locked_and_a_killed_ones_lock_never_blocks(tmp_path: Path) 
         "synthesize",
         "resolve",
         "finalize",
+        "decide",
     }
 
 
