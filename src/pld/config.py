@@ -11,6 +11,11 @@ from pld.errors import ConfigError
 
 # The student prompt layouts the decide stage may choose from (rendered by pld.phases.layouts).
 LAYOUT_NAMES = ("default", "fields", "rules_after_input", "weigh_all")
+# The layouts tried by default: every one keeps the rulebook in a prefix the engine caches.
+# ``rules_after_input`` puts the rules after each input, so every call (in the decide pass and
+# in production) prefills the whole rulebook again — about 10x the prompt tokens per item for
+# a 500-token rulebook — which defeats the latency case for pld; it stays available on request.
+DEFAULT_LAYOUTS = ("default", "fields", "weigh_all")
 GUARD_ACTIONS = ("keep", "warn", "fallback")
 
 
@@ -50,7 +55,7 @@ class DistillConfig:
     calibrate: bool = True
     # phase 5: the decision fitted on validation (layout, calibration) and the harm guard
     decide: bool = True
-    decide_layouts: tuple[str, ...] = LAYOUT_NAMES
+    decide_layouts: tuple[str, ...] = DEFAULT_LAYOUTS
     decide_confidence: float = 0.9
     if_worse_than_zero_shot: str = "warn"
     # clients

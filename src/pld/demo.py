@@ -170,7 +170,7 @@ def _rounds_done(run: Path) -> int:
 
 def fit_recorded(
     out_dir: str | Path,
-    student: str,
+    student: ModelArg,
     max_rounds: int,
     cache: Cache,
     progress: Progress | None = None,

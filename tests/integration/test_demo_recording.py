@@ -3,7 +3,13 @@ answered by the shipped recording (``src/pld/data/demo_teacher.jsonl``) — this
 a prompt change makes the demo ask something new, which then needs a new recording, on
 purpose (``python -m bench.record_demo_teacher``). And when a resolve round is not covered
 (the student failed on other items than on the recording's machine), the demo keeps the best
-rulebook so far, calls no live teacher, and says so."""
+rulebook so far, calls no live teacher, and says so.
+
+Extraction and synthesis requests do not depend on the student (the training examples, the
+recorded rules and the real embedded embedder's clusters decide them), so the student here is
+scripted: it answers the first label whatever the input, which makes training mistakes
+certain and the uncovered-resolve path deterministic, at no CPU cost. The real student runs
+the same fit in ``make demo`` and in the e2e distillation."""
 
 from __future__ import annotations
 
@@ -13,8 +19,9 @@ import pytest
 
 from pld.cache import Cache
 from pld.demo import DEMO_TEACHER, fit_recorded, recorded_answerer, recording_path
+from tests.fakes import LogprobStudent
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]  # slow under shared CPU load
+pytestmark = pytest.mark.integration  # the embedder is the real embedded model
 
 
 def test_recording_covers_the_demo_and_an_uncovered_resolve_round_keeps_the_best(
@@ -32,7 +39,8 @@ def test_recording_covers_the_demo_and_an_uncovered_resolve_round_keeps_the_best
             return [f"(as if not recorded) {n} requests"]  # another machine's student
         return missing
 
-    d, note = fit_recorded(tmp_path / "run", "local:smollm2", 2, Cache(tmp_path / "c.sqlite"),
+    student = LogprobStudent()
+    d, note = fit_recorded(tmp_path / "run", student, 2, Cache(tmp_path / "c.sqlite"),
                            answer=answer)  # fmt: skip
     uncovered = [(name, m) for name, _, m in exports if m and "resolve" not in name]
     assert not uncovered, f"the demo recording does not answer: {uncovered}"
@@ -48,8 +56,8 @@ def test_recording_covers_the_demo_and_an_uncovered_resolve_round_keeps_the_best
         "account",
         "shipping",
     }
-    if any(name.startswith("requests-resolve-") for name, _, _ in exports):
-        assert "kept the best rulebook after round 0" in note
-        assert d.instructions_ == d.instructions_v0_
-    else:  # the student made no training mistake: nothing to resolve
-        assert note == ""
+    # a student that always answers the first label fails on training items: round 1 asks
+    assert any(name.startswith("requests-resolve-") for name, _, _ in exports), exports
+    assert "kept the best rulebook after round 0" in note
+    assert d.instructions_ == d.instructions_v0_
+    assert student.requests  # the scripted student was the one asked

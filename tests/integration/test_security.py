@@ -33,6 +33,13 @@ def test_api_key_never_reaches_cache_logs_artifacts_or_errors(
 ) -> None:
     url = llama_server.base_url
     env = {"PLD_CACHE": str(tmp_path / "cache.sqlite"), "PLD_SENTINEL_KEY": SENTINEL}
+    # every stage runs and writes its artifacts, on a handful of items with short replies:
+    # the key's paths (headers, errors, ledger, cache keys) do not grow with the data
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(
+        "extract_max_attempts = 1\nextract_max_tokens = 120\nconsolidate_max_tokens = 120\n"
+        "resolve_max_tokens = 160\nresolve_train_sample = 4\nresolve_pool = 4\n"
+    )
     spec = f"openai:smollm2@{url}?dialect=llamacpp&key_env=PLD_SENTINEL_KEY"
     r = pld(
         "-v",
@@ -48,9 +55,13 @@ def test_api_key_never_reaches_cache_logs_artifacts_or_errors(
         "--out",
         str(tmp_path / "run"),
         "--max-train",
-        "8",
+        "4",
         "--max-rounds",
         "1",
+        "--split",
+        "0.5,0.08,0.42",
+        "--config",
+        str(cfg),
         env=env,
     )
     run = json.loads((tmp_path / "run" / "run.json").read_text())

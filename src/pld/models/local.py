@@ -118,6 +118,11 @@ class LlamaEngine:
     def __init__(self, cfg: EngineConfig) -> None:
         import xllamacpp
 
+        if cfg.n_parallel < 1:  # llama.cpp would start, then never answer (or spin at start)
+            raise ConfigError(
+                f"the local engine for {cfg.path} would start with {cfg.n_parallel} slots; set "
+                "slots=N with N >= 1 in the model spec"
+            )
         self.cfg = cfg
         p = xllamacpp.CommonParams()
         p.model.path = cfg.path
@@ -165,7 +170,7 @@ class LlamaEngine:
                 f"the local engine for {self.cfg.path} did not answer within "
                 f"{READY_TIMEOUT_S:g}s ({e}); check the spec's ctx/slots/threads options"
             ) from e
-        if slots < 1:
+        if slots < 1:  # a build that counts slots differently than it was asked to
             raise ConfigError(
                 f"the local engine for {self.cfg.path} started with {slots} slots; set "
                 "slots=N with N >= 1 in the model spec"
