@@ -448,15 +448,23 @@ def lint_record(
     }
 
 
+def run_budget(rb: Rulebook) -> int:
+    """The token budget ``rb`` was fitted with (``DEFAULT_BUDGET_TOKENS`` for runs before
+    the lint, and for rulebooks fitted in memory)."""
+    cfg = rb.run_info.get("config") or {}
+    return int(cfg.get("lint_budget_tokens", DEFAULT_BUDGET_TOKENS))
+
+
 def findings_of(record: Mapping[str, Any] | None) -> list[Finding]:
     """The findings of a lint.json record (none when there is no record)."""
     return [Finding.from_json(f) for f in (record or {}).get("findings", [])]
 
 
-def strict_message(findings: Sequence[Finding], where: str) -> str:
+def strict_message(findings: Sequence[Finding], where: str, *, saved: bool = False) -> str:
     """The one-line error of strict lint: the codes, per rule, and what to do."""
     named = ", ".join(f"{f.code} ({f.rule_id})" if f.rule_id else f.code for f in findings)
+    done = "; the run is complete and saved (lint.json lists them)" if saved else ""
     return (
-        f"strict lint: {len(findings)} finding(s) in {where}: {named}; the run is saved (see "
-        "lint.json): fix the rules with pld edit, or run without --strict to accept them"
+        f"strict lint: {len(findings)} finding(s) in {where}: {named}{done}; fix the rules with "
+        "pld edit, or drop --strict to accept them"
     )
