@@ -251,7 +251,9 @@ class Distiller:
         self.run_dir_ = run.path
         if cfg.lint_strict and self.lint_:
             where = str(run.path) if run.path is not None else "the rulebook"
-            raise LintFailed(strict_message(self.lint_, where), findings=tuple(self.lint_))
+            raise LintFailed(
+                strict_message(self.lint_, where, saved=True), findings=tuple(self.lint_)
+            )
         return self
 
     async def _stages(self, f: Fitting) -> None:
