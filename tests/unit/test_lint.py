@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from pld.cli import main
-from pld.cli.distill import lint_rows
+from pld.cli.distill import summary_rows
 from pld.distiller import Distiller
 from pld.errors import BackendUnavailable, LintFailed
 from pld.lint import (
@@ -209,33 +209,35 @@ def test_findings_round_trip_through_json() -> None:
 
 
 # -- at the end of every fit -------------------------------------------------------------------
-def _fit(tmp_path: Path, name: str, **cfg: object) -> tuple[Distiller, Path]:
+def _distiller(tmp_path: Path, **cfg: object) -> tuple[Distiller, Task, Task]:
     task = make_task(10)
     sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
     conf = SCRIPTED_CFG.with_overrides(calibrate=False, **cfg)
     d = Distiller(
         make_teacher(), make_student(), HashEmbedder(), config=conf, cache=tmp_path / "c.sqlite"
     )
-    run = tmp_path / name
-    d.fit(task.with_examples(sp.train), task.with_examples(sp.val), run_dir=run)
-    return d, run
+    return d, task.with_examples(sp.train), task.with_examples(sp.val)
 
 
 def test_every_fit_ends_with_the_lint_and_strict_fails_after_saving(tmp_path: Path) -> None:
-    d, run = _fit(tmp_path, "run")
+    d, train, val = _distiller(tmp_path)
+    run = tmp_path / "run"
+    d.fit(train, val, run_dir=run)
     saved = json.loads((run / "lint.json").read_text())
     assert saved == dict(Rulebook.load(run).lint or {})
     assert json.loads((run / "run.json").read_text())["phases"]["lint"]["status"] == "done"
     assert [f.to_json() for f in d.lint_] == saved["findings"]
     assert saved["budget_tokens"] == 1500 and saved["counted_with"] == "chars/4 estimate"
+    assert ("lint", "no findings (lint.json)") in summary_rows(d, str(run), 0.0)
 
-    with pytest.raises(LintFailed, match=r"strict lint: .*PLD-L003") as e:
-        _fit(tmp_path, "strict", lint_strict=True, lint_budget_tokens=10)
-    assert any(f.code == BUDGET for f in e.value.findings)  # type: ignore[attr-defined]
+    d, train, val = _distiller(tmp_path, lint_strict=True, lint_budget_tokens=10)
+    with pytest.raises(LintFailed, match=r"strict lint: .*PLD-L003.*complete and saved") as e:
+        d.fit(train, val, run_dir=tmp_path / "strict")
+    assert [f.code for f in e.value.findings] == [BUDGET]  # type: ignore[attr-defined]
     strict = Rulebook.load(tmp_path / "strict")  # complete and saved before failing
     assert [f["code"] for f in (strict.lint or {})["findings"]] == [BUDGET]
-    rows = lint_rows(strict)
-    assert rows[0][0] == "lint" and rows[1][0] == f"WARNING {BUDGET}"
+    keys = [k for k, _ in summary_rows(d, str(tmp_path / "strict"), 0.0)]  # what the CLI shows
+    assert "lint" in keys and f"WARNING {BUDGET}" in keys
 
 
 def test_pld_lint_prints_findings_and_strict_exits_2(tmp_path: Path) -> None:
