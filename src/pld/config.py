@@ -58,6 +58,11 @@ class DistillConfig:
     decide_layouts: tuple[str, ...] = DEFAULT_LAYOUTS
     decide_confidence: float = 0.9
     if_worse_than_zero_shot: str = "warn"
+    # the rulebook lint at the end of the fit (pld.lint): the fixed prompt's token budget, and
+    # whether any finding fails the fit (after every artifact is saved). Both only change what
+    # the lint reports, which is recomputed on every run, so a resume may change them.
+    lint_budget_tokens: int = 1500
+    lint_strict: bool = False
     # clients
     teacher_concurrency: int = 4
     student_concurrency: int = 1
@@ -83,6 +88,7 @@ class DistillConfig:
             "resolve_min_net",
             "teacher_concurrency",
             "student_concurrency",
+            "lint_budget_tokens",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -176,6 +182,8 @@ OPERATIONAL = frozenset(
         "tokens_per_minute",
         "max_calls",
         "max_cost_usd",
+        "lint_budget_tokens",
+        "lint_strict",
     }
 )
 

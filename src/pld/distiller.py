@@ -19,7 +19,8 @@ from pld._async import run_sync
 from pld._version import __version__
 from pld.cache import Cache, default_cache_path
 from pld.config import DistillConfig
-from pld.errors import ConfigError, NotFittedError, TeacherDeferred
+from pld.errors import ConfigError, LintFailed, NotFittedError, TeacherDeferred
+from pld.lint import Finding, findings_of, strict_message
 from pld.models.base import ChatModel, Embedder
 from pld.models.client import Accountant, ChatClient, EmbedClient, Limits, Price
 from pld.models.registry import (
@@ -45,7 +46,7 @@ from pld.tasks.base import (
     stratified_split,
 )
 
-PHASES = ("extract", "synthesize", "resolve", "finalize", "decide")
+PHASES = ("extract", "synthesize", "resolve", "finalize", "decide", "lint")
 
 
 class FitOptions(TypedDict, total=False):
@@ -195,12 +196,14 @@ class Distiller:
         val: Task | Sequence[Example] | None = None,
         **options: Unpack[FitOptions],
     ) -> Distiller:
-        """Run extract → synthesize → resolve → finalize → decide, each stage writing its
-        artifacts to ``run_dir`` before the next starts. ``resume`` continues an interrupted
-        run there; ``meta`` is stored in run.json (the CLI keeps its arguments there so
-        ``--resume DIR`` needs no other flag). In teacher batch mode a phase whose teacher
-        replies are not all imported yet writes its requests and raises
-        ``TeacherBatchPending``."""
+        """Run extract → synthesize → resolve → finalize → decide → lint, each stage writing
+        its artifacts to ``run_dir`` before the next starts. ``resume`` continues an
+        interrupted run there; ``meta`` is stored in run.json (the CLI keeps its arguments
+        there so ``--resume DIR`` needs no other flag). In teacher batch mode a phase whose
+        teacher replies are not all imported yet writes its requests and raises
+        ``TeacherBatchPending``. With ``lint_strict`` any lint finding raises ``LintFailed``
+        once the run is complete and saved (the fitted state is set, so the caller can still
+        read it)."""
         cfg = self._cfg()
         t, train_ex, val_ex = self._prepare(train, val, options.get("task"))
         acct = Accountant(max_calls=cfg.max_calls, max_cost_usd=cfg.max_cost_usd)
@@ -246,13 +249,19 @@ class Distiller:
         self.ledger_: dict[str, Any] = run.state
         self._student_client: ChatClient | None = student
         self.run_dir_ = run.path
+        if cfg.lint_strict and self.lint_:
+            where = str(run.path) if run.path is not None else "the rulebook"
+            raise LintFailed(
+                strict_message(self.lint_, where, saved=True), findings=tuple(self.lint_)
+            )
         return self
 
     async def _stages(self, f: Fitting) -> None:
         self.rules_, self.extraction_failures_ = await f.extract()
         self.instructions_v0_, self.clusters_ = await f.synthesize(self.rules_)
         best, self.rounds_, self.val_predictions_ = await f.resolve(self.instructions_v0_)
-        self.rulebook_ = await f.decide(await f.finalize(best, self.rounds_))
+        self.rulebook_ = await f.lint(await f.decide(await f.finalize(best, self.rounds_)))
+        self.lint_: list[Finding] = findings_of(self.rulebook_.lint)
 
     # -- the fitted rulebook, as the estimator's learned state --------------------------------
     @property

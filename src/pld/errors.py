@@ -122,3 +122,17 @@ class RunDirError(PLDError):
 
 class CacheError(PLDError):
     """The cache database cannot be opened or is damaged."""
+
+
+class RuleRefused(PLDError):
+    """A rule text a person wrote (``pld edit``) failed the checks every teacher-written rule
+    passes: an instruction to the model, no condition, or a copy of a training input."""
+
+
+class LintFailed(PLDError):
+    """Strict lint (``--strict``, ``lint_strict``): the rulebook lint found something. The
+    run is complete and saved; ``findings`` holds what was found (see lint.json)."""
+
+    def __init__(self, message: str, *, findings: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.findings = findings

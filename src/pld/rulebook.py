@@ -6,7 +6,8 @@ template the student is sent, the decision settings (calibration and its saved p
 fitted ``decision`` record when the run has one: the layout and calibration chosen on the
 validation split, every candidate's score and the reason) and the identities of the models that
 made it. A run directory without ``decision.json`` (written before the decide stage existed, or
-with ``decide = false``) loads and predicts exactly as before. ``Rulebook.load`` is the only
+with ``decide = false``) loads and predicts exactly as before; so does one without
+``lint.json`` (the rulebook lint's findings, ``pld.lint``). ``Rulebook.load`` is the only
 reader of a run directory's artifacts — ``pld predict``, ``pld eval --method pld``,
 ``pld report`` and ``Distiller.load`` all go through it — so a saved rulebook behaves the same
 everywhere.
@@ -110,6 +111,13 @@ def _decision_shape(d: Any) -> dict[str, Any]:
     return d
 
 
+def _lint_shape(d: Any) -> dict[str, Any]:
+    if not isinstance(d, dict) or not isinstance(d.get("findings"), list):
+        raise TypeError("expected an object with a 'findings' list")
+    rows_of_objects(d["findings"])
+    return d
+
+
 def _rounds_shape(rows: list[Any]) -> list[dict[str, Any]]:
     for r in rows_of_objects(rows):
         int(r["round"])
@@ -129,7 +137,8 @@ class Rulebook:
     ``calibration`` is calibration.json as saved at fit time (its prior is checked, on
     predict, against the one the student gives now); ``run_info`` is the run's ledger as
     written (config, split ids, usage, the CLI arguments); ``origin`` is the directory it was
-    loaded from or fitted into; ``decision`` is decision.json (None when the run has none)."""
+    loaded from or fitted into; ``decision`` is decision.json (None when the run has none);
+    ``lint`` is lint.json, the rulebook lint's record (None when it was not linted)."""
 
     task: Task
     instructions: InstructionSet
@@ -143,6 +152,7 @@ class Rulebook:
     run_info: Mapping[str, Any] = field(default_factory=dict)
     origin: Path | None = None
     decision: Mapping[str, Any] | None = None
+    lint: Mapping[str, Any] | None = None
 
     @classmethod
     def build(
@@ -211,6 +221,8 @@ class Rulebook:
             rd.write_json("calibration.json", dict(self.calibration))
         if self.decision is not None:
             rd.write_json("decision.json", dict(self.decision))
+        if self.lint is not None:
+            rd.write_json("lint.json", dict(self.lint))
 
     def save(self, path: str | Path) -> Path:
         """Save to ``path`` so that ``Rulebook.load(path)`` gives the same rulebook back. A
@@ -259,6 +271,7 @@ class Rulebook:
             run_info=run,
             origin=rd.path,
             decision=decision,
+            lint=optional("lint.json", _lint_shape, None),
         )
 
     # -- prediction --------------------------------------------------------------------------

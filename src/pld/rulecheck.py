@@ -19,15 +19,30 @@ _FILLER = frozenset(
 )
 
 
-def copied_span(rule: str, source: str, n: int = COPY_NGRAM) -> str | None:
-    """The first run of ``n`` words the rule shares verbatim with the source, if any."""
-    rw = _WORD.findall(rule.lower())
-    sw = _WORD.findall(source.lower())
-    grams = {tuple(sw[i : i + n]) for i in range(len(sw) - n + 1)}
+def words(text: str) -> list[str]:
+    """The text's words as every check here compares them: lower case, punctuation dropped."""
+    return _WORD.findall(text.lower())
+
+
+def word_ngrams(text: str, n: int = COPY_NGRAM) -> set[tuple[str, ...]]:
+    """Every run of ``n`` consecutive words of ``text`` (computed once per source when many
+    rules are checked against it, as the rulebook lint does)."""
+    w = words(text)
+    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+
+def shared_span(rule: str, grams: set[tuple[str, ...]], n: int = COPY_NGRAM) -> str | None:
+    """The first run of ``n`` words of the rule found in ``grams`` (a source's ``word_ngrams``)."""
+    rw = words(rule)
     for i in range(len(rw) - n + 1):
         if tuple(rw[i : i + n]) in grams:
             return " ".join(rw[i : i + n])
     return None
+
+
+def copied_span(rule: str, source: str, n: int = COPY_NGRAM) -> str | None:
+    """The first run of ``n`` words the rule shares verbatim with the source, if any."""
+    return shared_span(rule, word_ngrams(source, n), n)
 
 
 def condition_words(rule: str, labels: Sequence[str] = ()) -> list[str]:

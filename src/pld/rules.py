@@ -58,7 +58,9 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Edit:
-    """One operation proposed by the teacher in the resolve loop."""
+    """One operation on the rulebook: proposed by the teacher in the resolve loop, or made
+    by a person with ``pld edit`` (``author`` "user"). Who wrote a rule is part of its
+    provenance, so a non-teacher author is named in the instruction's history."""
 
     op: str  # add | edit | remove | merge
     id: str | None = None
@@ -66,10 +68,13 @@ class Edit:
     topic: str | None = None
     text: str | None = None
     labels: tuple[str, ...] = ()
+    author: str = "teacher"
 
     def to_json(self) -> dict[str, Any]:
-        """The edit as the round records (rounds.jsonl) keep it."""
-        return {
+        """The edit as the round records (rounds.jsonl) keep it. The teacher's edits are
+        stored as before (no ``author`` key), so earlier records and their cache keys are
+        unchanged."""
+        d: dict[str, Any] = {
             "op": self.op,
             "id": self.id,
             "ids": list(self.ids),
@@ -77,6 +82,9 @@ class Edit:
             "text": self.text,
             "labels": list(self.labels),
         }
+        if self.author != "teacher":
+            d["author"] = self.author
+        return d
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ class InstructionSet:
 
         for e in edits:
             labs = tuple(dict.fromkeys(lab for lab in e.labels if lab in valid_labels))
-            note = f"{tag}: {e.op}"
+            note = f"{tag}: {e.op}" + (f" (author: {e.author})" if e.author != "teacher" else "")
             if e.op == "add":
                 if not (e.text or "").strip():
                     outcomes.append({"edit": e.to_json(), "applied": False, "why": "no text"})

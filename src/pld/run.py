@@ -123,6 +123,12 @@ class Run:
         state.setdefault("run_id", uuid.uuid4().hex)
         if self.dir is not None and self.resume:
             prev = self.dir.read_ledger()
+            if prev.get("edits"):
+                raise ConfigError(
+                    f"{self.path} holds a rulebook edited with pld edit, not a fit to resume; "
+                    f"resume the original run ({prev['edits'][0].get('from')}) or start a new "
+                    "--out"
+                )
             self._check_identity(prev)
             state["run_id"] = prev.get("run_id", state["run_id"])
             state["phases"] = {

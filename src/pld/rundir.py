@@ -35,6 +35,7 @@ FILES = (
     "examples_train.jsonl",
     "calibration.json",
     "decision.json",
+    "lint.json",
 )
 
 

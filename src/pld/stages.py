@@ -1,4 +1,4 @@
-"""The five stages of a fit, each one ``Run.stage`` call: produce the stage's output from the
+"""The six stages of a fit, each one ``Run.stage`` call: produce the stage's output from the
 previous one, or load it from the run directory when a finished run already has it.
 
 Kept apart from ``Distiller`` so that ``fit`` reads as the four calls and each stage's
@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pld.config import DistillConfig
 from pld.decide import DecideSettings, decide
 from pld.errors import TeacherOutputError
+from pld.lint import lint_record, token_counter
 from pld.models.client import ChatClient, EmbedClient
 from pld.phases.classify import label_prior
 from pld.phases.extract import ExtractionFailure, RawRule, extract
@@ -289,6 +290,34 @@ class Fitting:
             save=lambda rd, v: v.write_artifacts(rd),
             summary=_decide_summary,
         )
+
+    async def lint(self, rb: Rulebook) -> Rulebook:
+        """The rulebook lint (``pld.lint``) on the final rulebook, saved as lint.json. No
+        model call (the student's tokenizer counts the prompt when it has one), so it is
+        rerun every time, like ``finalize``: a resume with another budget re-lints."""
+
+        async def produce() -> Rulebook:
+            record = lint_record(
+                rb,
+                self.train,
+                budget_tokens=self.cfg.lint_budget_tokens,
+                count_tokens=token_counter(self.student.model),
+            )
+            return replace(rb, lint=record)
+
+        def save(rd: RunDir, v: Rulebook) -> None:
+            rd.write_json("lint.json", dict(v.lint or {}))
+
+        return await self.run.stage("lint", produce, save=save, summary=_lint_summary)
+
+
+def _lint_summary(rb: Rulebook) -> dict[str, Any]:
+    rec = rb.lint or {}
+    return {
+        "findings": len(rec.get("findings", [])),
+        "codes": sorted(rec.get("codes", {})),
+        "prompt_tokens": rec.get("prompt_tokens"),
+    }
 
 
 def _decide_summary(rb: Rulebook) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def test_distill_writes_every_artifact(run_dir: Path) -> None:
     for name in FILES:
         assert (run_dir / name).exists(), name
     run = json.loads((run_dir / "run.json").read_text())
-    assert set(run["phases"]) == {"extract", "synthesize", "resolve", "finalize", "decide"}
+    assert set(run["phases"]) == {"extract", "synthesize", "resolve", "finalize", "decide", "lint"}
     assert run["usage_by_role"]["teacher"]["calls"] > 0
     assert run["models"]["student"].startswith("local:SmolLM2-135M-Instruct")
     ins = json.loads((run_dir / "instructions.json").read_text())["instructions"]

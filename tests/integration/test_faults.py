@@ -203,6 +203,7 @@ def test_live_run_is_locked_and_a_killed_ones_lock_never_blocks(tmp_path: Path) 
         "resolve",
         "finalize",
         "decide",
+        "lint",
     }
 
 

@@ -41,7 +41,7 @@ def test_fit_writes_every_artifact_and_predicts(tmp_path: Path) -> None:
             assert (run / name).exists(), name
     assert not (run / "calibration.json").exists()
     meta = json.loads((run / "run.json").read_text())
-    assert set(meta["phases"]) == {"extract", "synthesize", "resolve", "finalize", "decide"}
+    assert set(meta["phases"]) == {"extract", "synthesize", "resolve", "finalize", "decide", "lint"}
     assert meta["usage_by_role"]["teacher"]["calls"] == len(teacher.requests)
     assert (run / "system_prompt.txt").read_text() == d.system_prompt_
     assert d.instructions_.labels_covered() == set(task.labels)

@@ -11,7 +11,8 @@ import click
 from pld.cli._common import RichProgress, err, open_cache, out, summary_table, usage_rows
 from pld.config import DistillConfig
 from pld.distiller import Distiller, plan_distill
-from pld.errors import ConfigError
+from pld.errors import ConfigError, LintFailed
+from pld.lint import findings_of
 from pld.rulebook import Rulebook
 from pld.run import whole_run_usage
 from pld.taskref import DEFAULT_SPLIT
@@ -63,6 +64,17 @@ from pld.taskref import DEFAULT_SPLIT
 @click.option("--max-cost", type=float, default=None, help="Hard cap on cost in USD.")
 @click.option("--eps", type=float, default=None, help="DBSCAN eps (cosine distance).")
 @click.option("--min-samples", type=int, default=None, help="DBSCAN min_samples.")
+@click.option(
+    "--lint-budget-tokens",
+    type=int,
+    default=None,
+    help="Token budget of the prompt for the rulebook lint [default: 1500].",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Any rulebook lint finding is an error (exit 2, after the run is saved).",
+)
 @click.option("--cache", "cache_path", default=None, help="Cache database path.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
 @click.option(
@@ -119,9 +131,11 @@ def distill(
         "teacher_batch": str(Path(teacher_batch).resolve()) if teacher_batch else None,
     }
     overrides["max_cost_usd"] = overrides.pop("max_cost")
+    overrides["lint_strict"] = overrides.pop("strict") or None  # absent: keep the run's
     cfg = DistillConfig.from_toml(config_path) if config_path else DistillConfig()
     plan = plan_distill(args, cfg, overrides, resume_dir=resume_dir)
     t0 = time.perf_counter()
+    failed: LintFailed | None = None
     with RichProgress(err) as prog:
         d = Distiller(
             teacher=str(plan.args["teacher"]),
@@ -133,15 +147,20 @@ def distill(
             progress=prog,
             teacher_batch=plan.args.get("teacher_batch"),
         )
-        d.fit(
-            plan.task.with_examples(plan.split.train),
-            plan.task.with_examples(plan.split.val),
-            run_dir=run_dir,
-            resume=bool(resume_dir),
-            force=force,
-            meta=plan.meta,
-        )
+        try:
+            d.fit(
+                plan.task.with_examples(plan.split.train),
+                plan.task.with_examples(plan.split.val),
+                run_dir=run_dir,
+                resume=bool(resume_dir),
+                force=force,
+                meta=plan.meta,
+            )
+        except LintFailed as e:  # the run is complete: show it, then fail
+            failed = e
     out.print(summary_table("pld distill", summary_rows(d, run_dir, time.perf_counter() - t0)))
+    if failed is not None:
+        raise failed
 
 
 def summary_rows(d: Distiller, run_dir: str, wall_s: float) -> list[tuple[str, str]]:
@@ -166,6 +185,7 @@ def summary_rows(d: Distiller, run_dir: str, wall_s: float) -> list[tuple[str, s
             f"{nan if best is None else best:.3f} after resolve",
         ),
         *decision_rows(d.rulebook_),
+        *lint_rows(d.rulebook_),
         *usage_rows(led.get("usage_by_role", {})),
     ]
     if led.get("usage_earlier_processes"):
@@ -196,6 +216,19 @@ def decision_rows(rb: Rulebook) -> list[tuple[str, str]]:
             "keep": "the rulebook is kept",
         }
         rows.append(("WARNING", f"{rb.warning} ({kept.get(action, action)})"))
+    return rows
+
+
+def lint_rows(rb: Rulebook) -> list[tuple[str, str]]:
+    """The rulebook lint: a count, then one row per finding (code and rule, message)."""
+    if rb.lint is None:
+        return []
+    found = findings_of(rb.lint)
+    if not found:
+        return [("lint", "no findings (lint.json)")]
+    rows = [("lint", f"{len(found)} warning(s) (lint.json; pld lint --help explains the codes)")]
+    for f in found:
+        rows.append((f"WARNING {f.code}" + (f" {f.rule_id}" if f.rule_id else ""), f.message))
     return rows
 
 

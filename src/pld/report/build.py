@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pld.evaluate import Comparison
+from pld.lint import findings_of
 from pld.rulebook import Rulebook
 
 
@@ -227,6 +228,36 @@ def _decision_html(rb: Rulebook) -> list[str]:
     return parts
 
 
+def _lint_html(rb: Rulebook, run_dir: Path) -> list[str]:
+    """The rulebook lint's findings (lint.json): code, rule, message; or how to lint a run
+    saved before the lint existed."""
+    e = html.escape
+    if rb.lint is None:
+        return [
+            "<h2>Lint</h2><p id='no-lint'>This run has no lint.json (it predates the rulebook "
+            f"lint); see the findings with <code>pld lint {e(str(run_dir))}</code>.</p>"
+        ]
+    found = findings_of(rb.lint)
+    size = (
+        f"prompt {e(str(rb.lint.get('prompt_tokens')))} tokens "
+        f"({e(str(rb.lint.get('counted_with')))}), budget {e(str(rb.lint.get('budget_tokens')))}"
+    )
+    if not found:
+        return [f"<h2>Lint</h2><p id='lint'>No findings ({size}).</p>"]
+    parts = [
+        f"<h2>Lint: {len(found)} warning(s)</h2><p>Review these before signing the rulebook "
+        f"off ({size}).</p><table id='lint'><tr><th>code</th><th>rule</th><th>finding</th></tr>"
+    ]
+    for f in found:
+        rule = f"<a href='#rule-{e(f.rule_id)}'>{e(f.rule_id)}</a>" if f.rule_id else "-"
+        parts.append(
+            f"<tr data-code='{e(f.code)}'><td>{e(f.code)}</td><td>{rule}</td>"
+            f"<td>{e(f.message)}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
 def _rounds_html(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
     """One table row per resolve round."""
     e = html.escape
@@ -299,6 +330,10 @@ def _markdown(
     else:
         note = _no_evaluation(rb, root).replace("<code>", "`").replace("</code>", "`")
         md += [html.unescape(note), ""]
+    found = findings_of(rb.lint)
+    if found:
+        md += [f"**Lint:** {len(found)} warning(s)", ""]
+        md += [f"- {f.code} {f.rule_id or '-'}: {f.message}" for f in found] + [""]
     md += [f"Rulebook: {n_rules} rules (see `../prompt.md`).", ""]
     md += [f"![{cap}]({name}.png)" for name, (cap, _) in plots.items()]
     return md
@@ -337,6 +372,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     ]
     if rb.warning:
         parts.append(f"<p id='harm-guard'><b>Warning:</b> {e(rb.warning)}</p>")
+    parts += _lint_html(rb, root)
     parts += _results_html(results, rb, root)
     parts.append("<h2>Plots</h2>")
     for name, (caption, png) in plots.items():
