@@ -35,6 +35,7 @@ FILES = (
     "examples_train.jsonl",
     "calibration.json",
     "decision.json",
+    "audit.json",
 )
 
 
@@ -238,6 +239,8 @@ class RunDir:
                 f"move it aside and start the run again with pld distill --out {self.path} "
                 "--force and the run's arguments (finished calls come from the cache)"
             )
+        if name == "audit.json":
+            return f"rerun pld audit {self.path} to rebuild it (finished calls come from the cache)"
         return f"rerun pld distill --resume {self.path} to rebuild it from the cache"
 
     def _damaged(self, name: str, why: object) -> RunDirError:

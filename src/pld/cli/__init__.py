@@ -32,9 +32,9 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from pld.cli import demo, distill, evaluate, models, predict, report, serve, teacher
+    from pld.cli import audit, demo, distill, evaluate, models, predict, report, serve, teacher
 
-    for mod in (models, distill, teacher, predict, evaluate, report, serve, demo):
+    for mod in (models, distill, teacher, predict, evaluate, audit, report, serve, demo):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 
