@@ -108,20 +108,21 @@ def make_student() -> ScriptedChatModel:
     return ScriptedChatModel(student_reply, name="student")
 
 
-CITE_ASK = "Which decision rule decided that answer?"
+CITE_ASK = "Which numbered decision rule decided that answer?"
 
 
 def cite_reply(messages: Sequence[Message], options: GenOptions) -> str:
-    """Asked which rule decided its answer, the scripted student names the first rule line
-    (``k. [Rn] ...``) that mentions the input's keyword, else ``none``; anything else is
-    ``student_reply``."""
+    """Asked which rule decided its answer, the scripted student gives the list number of
+    the first rule line (``k. [Rn] ...``) that mentions the input's keyword, else ``none``;
+    anything else is ``student_reply``."""
     if not messages[-1].content.startswith(CITE_ASK):
         return student_reply(messages, options)
     assert options.choices is not None and options.choices[-1] == "none"
     user = messages[1].content
-    for line in messages[0].content.splitlines():
-        m = re.match(r"\d+\. \[(\w+)\]", line)
-        if m and any(kw in user and kw in line for kw in KEYWORDS.values()):
+    item = user.split("Decision rules")[0]  # the input (a layout may list the rules after it)
+    for line in (messages[0].content + "\n" + user).splitlines():
+        m = re.match(r"(\d+)\. \[\w+\]", line)
+        if m and any(kw in item and kw in line for kw in KEYWORDS.values()):
             return m.group(1)
     return "none"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from pld.tasks.base import Example, Task
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHOD = "contextual calibration (Zhao et al. 2021)"
+_LISTED = re.compile(r"^(\d+)\. \[([^\]\s]+)\]", re.M)
 PRIOR_TOLERANCE = 1e-9
 
 
@@ -187,10 +189,13 @@ class Rulebook:
 
     @property
     def cite_ids(self) -> tuple[str, ...]:
-        """The rule ids a citation may name: the rules whose ``[id]`` the student is shown
-        (none when the prompt holds no rules, e.g. a zero-shot fallback)."""
-        shown = self.system_prompt + self.user_template
-        return tuple(i.id for i in self.instructions.instructions if f"[{i.id}]" in shown)
+        """The rule ids a citation may name, in the order the prompt lists them (the student
+        cites by list number: ``k. [id] ...``); empty when the prompt lists no rules (e.g. a
+        zero-shot fallback)."""
+        ids = {i.id for i in self.instructions.instructions}
+        listed = _LISTED.findall(self.system_prompt + "\n" + self.user_template)
+        by_number = {int(k): rid for k, rid in listed if rid in ids}
+        return tuple(by_number[k] for k in range(1, len(by_number) + 1) if k in by_number)
 
     @property
     def prompt(self) -> Prompt:

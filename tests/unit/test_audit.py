@@ -26,7 +26,7 @@ from pld.rules import Instruction, InstructionSet
 from pld.tasks.base import Example
 from tests.fakes import CITE_ASK, make_task
 
-_LINE = re.compile(r"^\d+\. \[(\w+)\] [^:]*? -> ([\w, ]+): (.*)$")
+_LINE = re.compile(r"^(\d+)\. \[\w+\] [^:]*? -> ([\w, ]+): (.*)$")
 
 
 def _fires(rule_text: str, user: str) -> bool:
@@ -36,7 +36,8 @@ def _fires(rule_text: str, user: str) -> bool:
 
 def follower_reply(messages: Sequence[Message], options: GenOptions) -> str:
     """A student that follows its rules: the first rule (in prompt order) one of whose words
-    (4+ letters) the input contains decides, and is what it cites; else the first label."""
+    (4+ letters) the input contains decides, and is what it cites (by its list number); else
+    the first label."""
     user = messages[1].content
     for line in messages[0].content.splitlines():
         m = _LINE.match(line)

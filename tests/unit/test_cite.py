@@ -26,6 +26,7 @@ from pld.service import RunDirClassifier, create_app
 from pld.tasks.base import render_template
 from tests.fakes import (
     CITE_ASK,
+    KEYWORDS,
     LogprobStudent,
     cite_reply,
     make_citing_student,
@@ -41,15 +42,21 @@ IDS = ("R1", "R2", "R3")
 @pytest.mark.parametrize(
     ("reply", "want"),
     [
+        ("2", "R2"),
+        (" 3. ", "R3"),
+        ("Rule 1", "R1"),
+        ("number: 2", "R2"),
         ("R2", "R2"),
         (" [r2]. ", "R2"),
         ("Rule: R3", "R3"),
         ("rule id R1", "R1"),
         ('"none"', NO_RULE),
         ("None.", NO_RULE),
+        ("4", INVALID_RULE),
+        ("0", INVALID_RULE),
         ("R9", INVALID_RULE),
-        ("R2 because it mentions iron", INVALID_RULE),
-        ("R1, R2", INVALID_RULE),
+        ("2 because it mentions iron", INVALID_RULE),
+        ("1, 2", INVALID_RULE),
         ("", INVALID_RULE),
     ],
 )
@@ -59,7 +66,8 @@ def test_parse_rule_is_strict(reply: str, want: str) -> None:
 
 def test_cite_options_are_one_closed_choice_over_every_rule_and_none() -> None:
     opts = cite_options(IDS)
-    assert opts.choices == ("R1", "R2", "R3", "none") and opts.temperature == 0.0
+    assert opts.choices == ("1", "2", "3", "none") and opts.temperature == 0.0
+    assert parse_rule("3", ("R7", "R2", "R12")) == "R12"  # by list number, not by id
 
 
 def _items() -> list:  # type: ignore[type-arg]
@@ -90,7 +98,7 @@ def test_predict_cite_names_the_rule_and_keeps_the_uncited_label_call() -> None:
         for it, p in zip(as_items(_items()), cited, strict=True)
     }
     for r in cite_calls:
-        assert r.options.choices == ("R1", "R2", "R3", "none")
+        assert r.options.choices == ("1", "2", "3", "none")
         user = r.messages[1].content
         assert r.messages[:-2] == asked[user]  # the same conversation, continued
         assert r.messages[-2] == Message("assistant", answer[user])
@@ -147,7 +155,7 @@ def test_an_unconstrained_backend_gets_a_strict_parser_and_an_invalid_outcome() 
     assert all("[cite] I think R2 applies here" in p.raw for p in bad)
     s = citation_summary(bad, {i.id: i.labels for i in synthetic_rules().instructions})
     assert (s["invalid"], s["cited"], s["none"], s["n"]) == (3, 0, 0, 3)
-    ok = rb.predict(task.examples, _unconstrained("Rule: r2."), cite=True)
+    ok = rb.predict(task.examples, _unconstrained("Rule: 2."), cite=True)
     assert [p.rule for p in ok] == ["R2"] * 3
     s = citation_summary(ok, {i.id: i.labels for i in synthetic_rules().instructions})
     assert s["by_rule"] == {"R1": 0, "R2": 3, "R3": 0}
@@ -235,4 +243,27 @@ def test_the_fake_cites_like_the_scripted_student_answers() -> None:
         Message("assistant", "metal"),
         Message("user", CITE_ASK + " ..."),
     ]
-    assert cite_reply(msgs, cite_options(IDS)) == "R2"
+    assert cite_reply(msgs, cite_options(IDS)) == "2"
+
+
+@pytest.mark.parametrize("layout", ["default", "fields", "rules_after_input", "weigh_all"])
+def test_cite_ids_follow_the_list_the_student_is_shown(layout: str) -> None:
+    from pld.phases.layouts import render_layout
+    from pld.rules import Instruction
+
+    task = make_task(1)
+    rules = InstructionSet(
+        tuple(
+            Instruction(rid, "t", f"If it mentions {kw}, the label is {lab}.", (lab,))
+            for rid, (lab, kw) in zip(("R7", "R2", "R12"), KEYWORDS.items(), strict=True)
+        )
+    )
+    prompt = render_layout(layout, task, rules)
+    rb = replace(
+        Rulebook.build(task, rules, calibrate=False),
+        system_prompt=prompt.system,
+        user_template=prompt.user_template,
+    )
+    assert rb.cite_ids == ("R7", "R2", "R12")
+    preds = rb.predict(task.examples, make_citing_student(), cite=True)
+    assert [p.rule for p in preds] == ["R7", "R2", "R12"]

@@ -15,22 +15,24 @@ is not exactly one label (backends without constraints) is an ``invalid`` outcom
 wrong and reported.
 
 Citation (``cite``): after the label, the same conversation goes on with the answer as the
-assistant turn and one more user turn asking which rule decided it, answered as a closed choice
-over the rule ids in the prompt plus ``none``. Why this order and not one decode over
-``RULE: LABEL`` pairs: on the local engine a closed choice is one decoded token with a label
-distribution only when the choices' first tokens differ, and every pair (every rule id) starts
-with the same token ``R`` — a pair choice would be a greedy multi-token decode with no
-distribution, so the label could no longer be calibrated and would change. Asking after the
-label keeps the label call byte-identical to an uncited one (the same cache entry, the same
-label, confidence and calibration: citing never changes an answer) and costs one more request
-whose prompt is the cached prefix plus about 30 tokens, and whose answer is two or three
-decoded tokens (``R``, the digits). The rule choice is not calibrated (no content-free prior is
-measured for it); the choice is over every rule, not only those naming the answer, so whether
-the cited rule's labels contain the answer stays a measurement (citation consistency) rather
-than a tautology. A reply that is not a rule id or ``none`` (backends without constraints) is
-an invalid citation (``INVALID_RULE``), counted like an invalid label; so is the citation of an
-answer that is itself invalid (no call is made). When the prompt holds no rule ids (no rules,
-or a zero-shot fallback prompt) the citation is ``none`` without a call.
+assistant turn and one more user turn asking which numbered rule decided it, answered as a
+closed choice over the rules' numbers in the prompt's list (``1`` .. ``n``) plus ``none``, and
+mapped back to the rule's id. Why this shape and not one decode over ``RULE: LABEL`` pairs: on
+the local engine a closed choice is one decoded token with a distribution only when the
+choices' first tokens differ, and every pair (every id ``R1``, ``R2``, …) starts with the same
+token ``R`` — a pair choice would be a greedy multi-token grammar decode with no distribution,
+so the label could no longer be calibrated and would change. The list numbers ``1``..``9``
+are one token each (with ten or more rules ``1`` and ``10`` share one, and the engine falls
+back to its grammar: correct, a token or two more). Asking after the label keeps the label
+call byte-identical to an uncited one (the same cache entry, the same label, confidence and
+calibration: citing never changes an answer) and costs one more request whose prompt is the
+cached prefix plus about 45 tokens. The rule choice is not calibrated (no content-free prior
+is measured for it). It is over every rule, not only those naming the answer, so whether the
+cited rule's labels contain the answer stays a measurement (citation consistency) rather than
+a tautology. A reply that is not a listed number, a rule id or ``none`` (backends without
+constraints) is an invalid citation (``INVALID_RULE``), counted like an invalid label; so is
+the citation of an answer that is itself invalid (no call is made). When the prompt lists no
+rules (no rules, or a zero-shot fallback prompt) the citation is ``none`` without a call.
 """
 
 from __future__ import annotations
@@ -69,37 +71,42 @@ def classify_options(labels: Sequence[str]) -> GenOptions:
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
 CITE_QUESTION = (
-    "Which decision rule decided that answer? Reply with the rule's id only ({ids}), or "
-    f"{NO_RULE} if no rule applies."
+    "Which numbered decision rule decided that answer? Reply with its number only (1 to {n}), "
+    f"or {NO_RULE} if no rule applies."
 )
-_RULE_PREFIX = re.compile(r"^\s*(rule(\s+id)?|id)\s*[:#]?\s*(?=\S)", re.I)
+_RULE_PREFIX = re.compile(r"^\s*(rule(\s+(id|number))?|id|number)\b\s*[:#]?\s*(?=\S)", re.I)
 
 
 def cite_options(rule_ids: Sequence[str]) -> GenOptions:
-    """A closed choice over the rule ids and ``none`` (room for the longest, spelt out)."""
-    choices = (*rule_ids, NO_RULE)
-    longest = max(len(c) for c in choices)
-    return GenOptions(max_tokens=max(4, longest + 2), temperature=0.0, choices=choices)
+    """A closed choice over the rules' list numbers (``rule_ids`` in list order) and
+    ``none``."""
+    choices = (*(str(k) for k in range(1, len(rule_ids) + 1)), NO_RULE)
+    return GenOptions(max_tokens=6, temperature=0.0, choices=choices)
 
 
 def parse_rule(text: str, rule_ids: Sequence[str]) -> str:
     """Strict, as ``parse_label``: the reply (after quotes, brackets, punctuation and a
-    'rule:' prefix) must be one rule id or ``none``; anything else is ``INVALID_RULE``."""
+    'rule:' prefix) must be one list number, one rule id or ``none``; the rule's id (or
+    ``none``) is returned, anything else is ``INVALID_RULE``."""
     s = text.strip().splitlines()[0] if text.strip() else ""
-    found = parse_label(_RULE_PREFIX.sub("", s), (*rule_ids, NO_RULE))
-    return found if found is not None else INVALID_RULE
+    numbers = [str(k) for k in range(1, len(rule_ids) + 1)]
+    found = parse_label(_RULE_PREFIX.sub("", s), (*numbers, *rule_ids, NO_RULE))
+    if found is None:
+        return INVALID_RULE
+    return rule_ids[int(found) - 1] if found.isdigit() else found
 
 
 async def cite_rule(
     messages: Sequence[Message], label: str | None, rule_ids: Sequence[str], student: ChatClient
 ) -> tuple[str, Completion | None]:
     """The rule the student says decided ``label`` (see the module docstring), with the
-    completion it cost (None when no call was needed)."""
+    completion it cost (None when no call was needed). ``rule_ids``: the listed rules' ids in
+    list order (number k is ``rule_ids[k - 1]``)."""
     if label is None:
         return INVALID_RULE, None
     if not rule_ids:
         return NO_RULE, None
-    ask = CITE_QUESTION.format(ids=", ".join(rule_ids))
+    ask = CITE_QUESTION.format(n=len(rule_ids))
     follow = [*messages, Message("assistant", label), Message("user", ask)]
     try:
         comp = await student.complete(follow, cite_options(rule_ids))
