@@ -48,7 +48,8 @@ def rule_table(record: Mapping[str, Any]) -> Table:
         f"(macro-F1 with every rule {full['macro_f1']:.3f})",
         title_justify="left",
     )
-    for col in ("rule", "labels", "cited", "fixed", "broken", "F1 without", "Δ F1", "McNemar p"):
+    cols = ("rule", "labels", "cited", "fixed", "broken", "F1 without", "Δ F1", "McNemar p")
+    for col in (*cols, "sources/edits"):
         t.add_column(col, justify="left" if col in ("rule", "labels") else "right")
     t.add_column("flags")
     for r in record["rules"]:
@@ -62,6 +63,7 @@ def rule_table(record: Mapping[str, Any]) -> Table:
             f"{r['macro_f1_without']:.3f}",
             f"{r['delta_macro_f1']:+.3f}",
             f"{r['mcnemar_p']:.3g}",
+            f"{r['provenance']['n_sources']}/{len(r['provenance']['history'])}",
             ", ".join(flags) or "",
         )
     return t
