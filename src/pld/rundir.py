@@ -35,8 +35,10 @@ FILES = (
     "examples_train.jsonl",
     "calibration.json",
     "decision.json",
-    "audit.json",
 )
+# Written into a finished run by later commands (pld audit): not part of a fit, but pld's, so
+# --force clears them with the fit's files (an audit of the old rulebook must not survive).
+DERIVED = ("audit.json",)
 
 
 def atomic_write(path: Path, data: str, *, durable: bool = True) -> None:
@@ -182,7 +184,7 @@ class RunDir:
                     f"{self.path} is not empty; pass --resume to continue that run or --force "
                     "to overwrite it"
                 )
-            for name in FILES:
+            for name in (*FILES, *DERIVED):
                 (self.path / name).unlink(missing_ok=True)
         try:
             probe = self.path / ".write-test"

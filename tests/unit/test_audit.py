@@ -274,3 +274,12 @@ def test_audit_data_refuses_data_without_the_prompt_fields(tmp_path: Path) -> No
     args = {"task": str(tmp_path / "other.jsonl"), "description": "What?", "text_fields": ["body"]}
     with pytest.raises(ConfigError, match=r"lack the field\(s\) \['text'\].*--text-field"):
         audit_data(Rulebook.load(run), args)
+
+
+def test_overwriting_a_run_directory_drops_its_old_audit(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    _, rec, _ = _run()
+    save_audit(run, rec)
+    assert load_audit(run) is not None
+    Rulebook.build(make_task(4), without(RULES, "R5")).save(run)  # another rulebook, --force
+    assert load_audit(run) is None and not (run / AUDIT_FILE).exists()
