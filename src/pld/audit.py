@@ -292,6 +292,7 @@ async def aaudit(
         "label_mentions": mentions,
         "lint": [f.to_json() for f in _lint_findings(rb, train)],
         "notes": notes,
+        "usage": student.accountant.by_role() | (embedder.accountant.by_role() if embedder else {}),
     }
 
 

@@ -160,7 +160,10 @@ def test_a_rerun_with_the_cache_costs_no_call_and_gives_the_same_record(tmp_path
     first = audit(rb, _val(), ChatClient(follower(), role="student", cache=cache))
     again_model = follower()
     again = audit(rb, _val(), ChatClient(again_model, role="student", cache=cache))
-    assert again_model.requests == [] and again == first
+    assert again_model.requests == []
+    assert again["usage"]["student"]["calls"] == 0
+    assert again["usage"]["student"]["cache_hits"] == first["usage"]["student"]["calls"] > 0
+    assert {**again, "usage": None} == {**first, "usage": None}
 
 
 def test_the_rules_must_be_in_the_prompt() -> None:
@@ -220,9 +223,10 @@ def test_pld_audit_writes_audit_json_and_prints_the_table(
     assert "label: R4 (metal) names fruit in its text" in r.output
     assert f"audit written to {run / AUDIT_FILE}" in r.output
     before = len(models[0].requests)
+    assert f"student: {before} calls, 0 cache hits, 0 failed" in r.output
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and len(models) == 2 and models[1].requests == []  # all cached
-    assert before > 0
+    assert f"student: 0 calls, {before} cache hits, 0 failed" in r.output
 
 
 def test_audit_data_reloads_the_validation_items_or_says_what_to_give(tmp_path: Path) -> None:

@@ -94,6 +94,10 @@ def render_audit(record: Mapping[str, Any]) -> None:
         out.print(f"lint: {f.get('code')} {f.get('rule_id') or ''} {f.get('message')}")
     for n in record["notes"]:
         out.print(f"note: {n}")
+    for role, u in record["usage"].items():
+        out.print(
+            f"{role}: {u['calls']} calls, {u['cache_hits']} cache hits, {u['failures']} failed"
+        )
 
 
 @click.command("audit")
@@ -132,7 +136,7 @@ def audit_cmd(
     spec = student_spec(rb, student)
     cache = open_cache(cache_path, no_cache)
     client = rb.student_client(spec, cache=cache, concurrency=concurrency)
-    emb_spec = embedder_spec(rb, embedder)
+    emb_spec = embedder_spec(rb, embedder) if len(rb.instructions) >= 2 else None
     emb = EmbedClient(resolve_embedder(emb_spec), cache=cache) if emb_spec else None
     n_calls = len(data.val) * (len(rb.instructions) + 1)
     with RichProgress(err) as prog:
