@@ -108,6 +108,29 @@ def make_student() -> ScriptedChatModel:
     return ScriptedChatModel(student_reply, name="student")
 
 
+CITE_ASK = "Which numbered decision rule decided that answer?"
+
+
+def cite_reply(messages: Sequence[Message], options: GenOptions) -> str:
+    """Asked which rule decided its answer, the scripted student gives the list number of
+    the first rule line (``k. [Rn] ...``) that mentions the input's keyword, else ``none``;
+    anything else is ``student_reply``."""
+    if not messages[-1].content.startswith(CITE_ASK):
+        return student_reply(messages, options)
+    assert options.choices is not None and options.choices[-1] == "none"
+    user = messages[1].content
+    item = user.split("Decision rules")[0]  # the input (a layout may list the rules after it)
+    for line in (messages[0].content + "\n" + user).splitlines():
+        m = re.match(r"(\d+)\. \[\w+\]", line)
+        if m and any(kw in item and kw in line for kw in KEYWORDS.values()):
+            return m.group(1)
+    return "none"
+
+
+def make_citing_student(name: str = "student") -> ScriptedChatModel:
+    return ScriptedChatModel(cite_reply, name=name)
+
+
 class LogprobStudent:
     """The scripted student, but with a label distribution (``choice_logprobs``) like the
     local engine gives, so calibration and confidences are exercised. Content-free inputs get
@@ -124,6 +147,14 @@ class LogprobStudent:
     async def complete(self, messages: Sequence[Message], options: GenOptions) -> Completion:
         self.requests.append(Request(tuple(messages), options))
         assert options.choices is not None
+        if messages[-1].content.startswith(CITE_ASK):  # a citation: no distribution
+            return Completion(
+                text=cite_reply(messages, options),
+                finish_reason="stop",
+                usage=Usage(sum(len(m.content.split()) for m in messages), 2),
+                latency_s=0.0,
+                model=self.identity,
+            )
         labels = options.choices
         top = student_reply(messages, options)
         user = messages[-1].content

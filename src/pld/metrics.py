@@ -4,12 +4,12 @@ a false positive for no class) and is reported separately, never dropped."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from pld.predictions import OVERFLOW, Prediction
+from pld.predictions import INVALID_RULE, NO_RULE, OVERFLOW, Prediction
 
 INVALID = "<invalid>"
 
@@ -153,4 +153,33 @@ def paired_bootstrap_diff(
         "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
         "p_a_better": float((d > 0).mean()),
         "resamples": n,
+    }
+
+
+def citation_summary(
+    preds: Sequence[Prediction], rule_labels: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """How the cited predictions cite: how many name a rule, ``none``, or nothing valid
+    (``invalid``, counted like invalid labels), how often each rule is cited, and
+    ``consistency`` — the share of citations of a rule that decides labels whose labels
+    contain the predicted label (None when there is no such citation)."""
+    asked = [p for p in preds if p.rule is not None]
+    by_rule = {r: 0 for r in rule_labels}
+    checked = agree = 0
+    for p in asked:
+        if p.cited:
+            assert p.rule is not None
+            by_rule[p.rule] = by_rule.get(p.rule, 0) + 1
+            labs = rule_labels.get(p.rule) or ()
+            if labs and p.label is not None:
+                checked += 1
+                agree += p.label in labs
+    return {
+        "n": len(asked),
+        "cited": sum(by_rule.values()),
+        "none": sum(1 for p in asked if p.rule == NO_RULE),
+        "invalid": sum(1 for p in asked if p.rule == INVALID_RULE),
+        "by_rule": by_rule,
+        "consistency": agree / checked if checked else None,
+        "consistency_n": checked,
     }

@@ -16,6 +16,11 @@ Item = tuple[str, Mapping[str, str], str | None]
 """One input to classify: (id, fields, gold label or None)."""
 
 OVERFLOW = "[context overflow]"
+NO_RULE = "none"
+"""A citation that names no rule (the student says no listed rule decided the answer)."""
+INVALID_RULE = "<invalid>"
+"""A citation that is not a rule id or ``none`` (unconstrained backends), or none was possible
+because the answer itself was invalid: counted and reported like an invalid label."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class Prediction:
     cached: bool
     gold: str | None = None
     scores: dict[str, float] | None = None  # label -> probability (calibrated when enabled)
+    rule: str | None = None  # cited rule id, NO_RULE or INVALID_RULE; None = not asked to cite
 
     @property
     def valid(self) -> bool:
@@ -45,9 +51,17 @@ class Prediction:
         """The answer is the gold label (an invalid answer never is)."""
         return self.label is not None and self.label == self.gold
 
+    @property
+    def cited(self) -> bool:
+        """The student cited one of the rules (not ``none``, not an invalid citation)."""
+        return self.rule is not None and self.rule not in (NO_RULE, INVALID_RULE)
+
     def to_json(self) -> dict[str, Any]:
-        """One line of a predictions JSONL file."""
+        """One line of a predictions JSONL file (``rule`` only when a citation was asked
+        for, so files written without ``--cite`` keep their shape)."""
         d = asdict(self)
+        if self.rule is None:
+            del d["rule"]
         d["valid"] = self.valid
         return d
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from pld.tasks.base import Example, Task
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHOD = "contextual calibration (Zhao et al. 2021)"
+_LISTED = re.compile(r"^(\d+)\. \[([^\]\s]+)\]", re.M)
 PRIOR_TOLERANCE = 1e-9
 
 
@@ -196,6 +198,16 @@ class Rulebook:
         return zs if isinstance(zs, Mapping) else None
 
     @property
+    def cite_ids(self) -> tuple[str, ...]:
+        """The rule ids a citation may name, in the order the prompt lists them (the student
+        cites by list number: ``k. [id] ...``); empty when the prompt lists no rules (e.g. a
+        zero-shot fallback)."""
+        ids = {i.id for i in self.instructions.instructions}
+        listed = _LISTED.findall(self.system_prompt + "\n" + self.user_template)
+        by_number = {int(k): rid for k, rid in listed if rid in ids}
+        return tuple(by_number[k] for k in range(1, len(by_number) + 1) if k in by_number)
+
+    @property
     def prompt(self) -> Prompt:
         """What the student is sent, as the evaluation compares it with the baselines."""
         return Prompt(self.system_prompt, self.user_template)
@@ -314,14 +326,24 @@ class Rulebook:
         calibrate: bool | None = None,
         prior: Mapping[str, float] | Recompute | None = RECOMPUTE,
         on_done: Callable[[], None] | None = None,
+        cite: bool = False,
     ) -> list[Prediction]:
         """Classify ``items`` with exactly the saved prompt bytes. ``calibrate`` overrides the
         rulebook's setting (the evaluation's ``--no-calibrate``); ``prior``, from ``aprior``,
-        skips recomputing it (None: uncalibrated)."""
+        skips recomputing it (None: uncalibrated). ``cite`` adds each answer's cited rule
+        (``Prediction.rule``): the labels, confidences and calibration are those of an uncited
+        call, the citation one more constrained call (``pld.phases.classify``)."""
         if isinstance(prior, Recompute):
             prior = await self.aprior(student, calibrate=calibrate)
         return await classify_with(
-            self.prompt, items, self.labels, student, calibrate=False, prior=prior, on_done=on_done
+            self.prompt,
+            items,
+            self.labels,
+            student,
+            calibrate=False,
+            prior=prior,
+            on_done=on_done,
+            cite=self.cite_ids if cite else None,
         )
 
     def student_client(
@@ -348,10 +370,11 @@ class Rulebook:
         *,
         cache: Cache | None = None,
         concurrency: int | None = None,
+        cite: bool = False,
     ) -> list[Prediction]:
         """Classify ``inputs`` (examples, field mappings or bare texts) with ``student`` (a
         client, a model, or a model spec such as ``local:smollm2``); ``concurrency`` as in
-        ``student_client`` (a given client keeps its own)."""
+        ``student_client`` (a given client keeps its own); ``cite`` as in ``apredict``."""
         if not isinstance(student, ChatClient):
             student = self.student_client(student, cache=cache, concurrency=concurrency)
-        return run_sync(self.apredict(as_items(inputs), student))
+        return run_sync(self.apredict(as_items(inputs), student, cite=cite))

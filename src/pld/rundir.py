@@ -37,6 +37,9 @@ FILES = (
     "decision.json",
     "lint.json",
 )
+# Written into a finished run by later commands (pld audit): not part of a fit, but pld's, so
+# --force clears them with the fit's files (an audit of the old rulebook must not survive).
+DERIVED = ("audit.json",)
 
 
 def atomic_write(path: Path, data: str, *, durable: bool = True) -> None:
@@ -182,7 +185,7 @@ class RunDir:
                     f"{self.path} is not empty; pass --resume to continue that run or --force "
                     "to overwrite it"
                 )
-            for name in FILES:
+            for name in (*FILES, *DERIVED):
                 (self.path / name).unlink(missing_ok=True)
         try:
             probe = self.path / ".write-test"
@@ -239,6 +242,8 @@ class RunDir:
                 f"move it aside and start the run again with pld distill --out {self.path} "
                 "--force and the run's arguments (finished calls come from the cache)"
             )
+        if name == "audit.json":
+            return f"rerun pld audit {self.path} to rebuild it (finished calls come from the cache)"
         return f"rerun pld distill --resume {self.path} to rebuild it from the cache"
 
     def _damaged(self, name: str, why: object) -> RunDirError:

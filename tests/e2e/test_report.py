@@ -1,4 +1,5 @@
-"""`pld compare` + `pld report` on a distilled run; the page is opened in headless Chromium."""
+"""`pld compare` + `pld audit` + `pld report` on a distilled run; the page is opened in headless
+Chromium."""
 
 from __future__ import annotations
 
@@ -51,7 +52,11 @@ def _chromium() -> str | None:
     )
 
 
-def test_report_renders_in_headless_chromium(compared: Path, run_dir: Path) -> None:
+def test_report_renders_in_headless_chromium(compared: Path, run_dir: Path, workdir: Path) -> None:
+    env = {"PLD_CACHE": str(workdir / "cache.sqlite")}
+    a = pld("audit", str(run_dir), "--student", "local:smollm2", env=env)
+    assert f"audit written to {run_dir / 'audit.json'}" in a.stdout, a.stdout
+    audit = json.loads((run_dir / "audit.json").read_text())
     r = pld("report", str(run_dir))
     html_path = run_dir / "report" / "index.html"
     assert "report written" in r.stdout and html_path.exists()
@@ -96,4 +101,11 @@ def test_report_renders_in_headless_chromium(compared: Path, run_dir: Path) -> N
     for i in ins:
         assert f'id="rule-{i["id"]}"' in dom
     assert "Formed from" in dom
+    # the rule audit: one row per rule with its Δ macro-F1, and the inline SVG plot
+    assert [x["id"] for x in audit["rules"]] == [i["id"] for i in ins]
+    for row in audit["rules"]:
+        cell = re.search(rf"data-metric=\"audit\.{row['id']}\.delta\">([+-][0-9.]+)<", dom)
+        assert cell and cell.group(1) == f"{row['delta_macro_f1']:+.3f}", row["id"]
+        assert row["cited"] <= audit["n_val"]
+    assert 'id="audit-plot"' in dom and dom.count("<rect") >= len(audit["rules"])
     assert shot.exists() and shot.stat().st_size > 10_000

@@ -32,9 +32,22 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from pld.cli import demo, distill, edit, evaluate, lint, models, predict, report, serve, teacher
+    from pld.cli import (
+        audit,
+        demo,
+        distill,
+        edit,
+        evaluate,
+        lint,
+        models,
+        predict,
+        report,
+        serve,
+        teacher,
+    )
 
-    for mod in (models, distill, teacher, predict, evaluate, lint, edit, report, serve, demo):
+    modules = (models, distill, teacher, predict, evaluate, audit, lint, edit, report, serve, demo)
+    for mod in modules:
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pld.cli._common import open_cache, out
-from pld.metrics import summary
+from pld.metrics import citation_summary, summary
 from pld.rulebook import Rulebook
 from pld.rundir import atomic_write, check_destination
 from pld.tasks.base import Example, template_fields
@@ -33,6 +33,11 @@ from pld.tasks.files import load_records
     default=None,
     help="Requests in flight at once (e.g. 64 for vLLM/SGLang) [default: the run's].",
 )
+@click.option(
+    "--cite",
+    is_flag=True,
+    help="Also ask which rule decided each answer (a 'rule' field: a rule id or none).",
+)
 @click.option("--cache", "cache_path", default=None)
 @click.option("--no-cache", is_flag=True)
 def predict(
@@ -41,12 +46,14 @@ def predict(
     student: str,
     out_path: str | None,
     concurrency: int | None,
+    cite: bool,
     cache_path: str | None,
     no_cache: bool,
 ) -> None:
     """Classify INPUTS (JSONL with the task's fields) with the rulebook in RUN_DIR, sending
     exactly the saved system_prompt.txt and user_template.txt. Against an OpenAI-compatible
-    server, --concurrency N keeps N requests in flight."""
+    server, --concurrency N keeps N requests in flight. --cite adds the rule the student says
+    decided each answer; the labels are those it gives without --cite."""
     if out_path:  # before any model work: a destination that cannot be written fails now
         check_destination(Path(out_path))
     rb = Rulebook.load(run_dir)
@@ -58,6 +65,7 @@ def predict(
         student,
         cache=open_cache(cache_path, no_cache),
         concurrency=concurrency,
+        cite=cite,
     )
     lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in preds)
     if not out_path:
@@ -69,6 +77,9 @@ def predict(
     if scored:
         s = summary(scored, rb.labels, ci=False)
         msg += f"; macro-F1 {s['macro_f1']:.3f} on {len(scored)} labeled, {s['invalid']} invalid"
+    if cite:
+        c = citation_summary(preds, {i.id: i.labels for i in rb.instructions.instructions})
+        msg += f"; {c['cited']} cite a rule, {c['none']} none, {c['invalid']} invalid citations"
     out.print(msg)
 
 

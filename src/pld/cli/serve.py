@@ -57,6 +57,9 @@ def bearer_token(token_env: str | None) -> str | None:
     default=None,
     help=f"Env var holding a bearer token to require [default: {DEFAULT_TOKEN_ENV} if set].",
 )
+@click.option(
+    "--cite", is_flag=True, help="Answer with the rule that decided each label (cited_rule)."
+)
 def serve(
     run_dir: str,
     student: str,
@@ -70,6 +73,7 @@ def serve(
     max_input_chars: int,
     max_items: int,
     token_env: str | None,
+    cite: bool,
 ) -> None:
     """Serve the rulebook in RUN_DIR over HTTP: POST /v1/classify, GET /healthz,
     GET /v1/rulebook, GET /metrics. Answers exactly as `pld predict` does. Prints
@@ -96,6 +100,7 @@ def serve(
         max_items=max_items,
         on_ready=_announce,
         log_level="warning",
+        cite=cite,
     )
 
 

@@ -13,6 +13,26 @@ cache holds it. The label is decided in the fewest decoded tokens: a closed-choi
 (one token on the local engine, see ``pld.models.local``), never a JSON wrapper. A reply that
 is not exactly one label (backends without constraints) is an ``invalid`` outcome: scored as
 wrong and reported.
+
+Citation (``cite``): after the label, the same conversation goes on with the answer as the
+assistant turn and one more user turn asking which numbered rule decided it, answered as a
+closed choice over the rules' numbers in the prompt's list (``1`` .. ``n``) plus ``none``, and
+mapped back to the rule's id. Why this shape and not one decode over ``RULE: LABEL`` pairs: on
+the local engine a closed choice is one decoded token with a distribution only when the
+choices' first tokens differ, and every pair (every id ``R1``, ``R2``, …) starts with the same
+token ``R`` — a pair choice would be a greedy multi-token grammar decode with no distribution,
+so the label could no longer be calibrated and would change. The list numbers ``1``..``9``
+are one token each (with ten or more rules ``1`` and ``10`` share one, and the engine falls
+back to its grammar: correct, a token or two more). Asking after the label keeps the label
+call byte-identical to an uncited one (the same cache entry, the same label, confidence and
+calibration: citing never changes an answer) and costs one more request whose prompt is the
+cached prefix plus about 45 tokens. The rule choice is not calibrated (no content-free prior
+is measured for it). It is over every rule, not only those naming the answer, so whether the
+cited rule's labels contain the answer stays a measurement (citation consistency) rather than
+a tautology. A reply that is not a listed number, a rule id or ``none`` (backends without
+constraints) is an invalid citation (``INVALID_RULE``), counted like an invalid label; so is
+the citation of an answer that is itself invalid (no call is made). When the prompt lists no
+rules (no rules, or a zero-shot fallback prompt) the citation is ``none`` without a call.
 """
 
 from __future__ import annotations
@@ -20,12 +40,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from pld._async import gather_all
 from pld.errors import ContextOverflow
-from pld.models.base import GenOptions, Message
+from pld.models.base import Completion, GenOptions, Message
 from pld.models.client import ChatClient
-from pld.predictions import OVERFLOW, Item, Prediction
+from pld.predictions import INVALID_RULE, NO_RULE, OVERFLOW, Item, Prediction
 from pld.prompts import Prompt, Shot
 from pld.tasks.base import render_template, template_fields
 
@@ -49,6 +70,67 @@ def classify_options(labels: Sequence[str]) -> GenOptions:
 
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
+CITE_QUESTION = (
+    "Which numbered decision rule decided that answer? Reply with its number only (1 to {n}), "
+    f"or {NO_RULE} if no rule applies."
+)
+_RULE_PREFIX = re.compile(r"^\s*(rule(\s+(id|number))?|id|number)\b\s*[:#]?\s*(?=\S)", re.I)
+
+
+def cite_options(rule_ids: Sequence[str]) -> GenOptions:
+    """A closed choice over the rules' list numbers (``rule_ids`` in list order) and
+    ``none``."""
+    choices = (*(str(k) for k in range(1, len(rule_ids) + 1)), NO_RULE)
+    return GenOptions(max_tokens=6, temperature=0.0, choices=choices)
+
+
+def parse_rule(text: str, rule_ids: Sequence[str]) -> str:
+    """Strict, as ``parse_label``: the reply (after quotes, brackets, punctuation and a
+    'rule:' prefix) must be one list number, one rule id or ``none``; the rule's id (or
+    ``none``) is returned, anything else is ``INVALID_RULE``."""
+    s = text.strip().splitlines()[0] if text.strip() else ""
+    numbers = [str(k) for k in range(1, len(rule_ids) + 1)]
+    found = parse_label(_RULE_PREFIX.sub("", s), (*numbers, *rule_ids, NO_RULE))
+    if found is None:
+        return INVALID_RULE
+    return rule_ids[int(found) - 1] if found.isdigit() else found
+
+
+async def cite_rule(
+    messages: Sequence[Message], label: str | None, rule_ids: Sequence[str], student: ChatClient
+) -> tuple[str, Completion | None]:
+    """The rule the student says decided ``label`` (see the module docstring), with the
+    completion it cost (None when no call was needed). ``rule_ids``: the listed rules' ids in
+    list order (number k is ``rule_ids[k - 1]``)."""
+    if label is None:
+        return INVALID_RULE, None
+    if not rule_ids:
+        return NO_RULE, None
+    ask = CITE_QUESTION.format(n=len(rule_ids))
+    follow = [*messages, Message("assistant", label), Message("user", ask)]
+    try:
+        comp = await student.complete(follow, cite_options(rule_ids))
+    except ContextOverflow:
+        return INVALID_RULE, None
+    return parse_rule(comp.text, rule_ids), comp
+
+
+def with_citation(p: Prediction, rule: str, comp: Completion | None) -> Prediction:
+    """``p`` with its citation; its cost (tokens, latency) is added to the answer's, so what
+    an item costs includes what citing it cost. An invalid reply is kept in ``raw``."""
+    if comp is None:
+        return replace(p, rule=rule)
+    raw = p.raw + (f"\n[cite] {comp.text}" if rule == INVALID_RULE else "")
+    return replace(
+        p,
+        rule=rule,
+        raw=raw,
+        latency_s=p.latency_s + comp.latency_s,
+        prompt_tokens=p.prompt_tokens + comp.usage.prompt_tokens,
+        completion_tokens=p.completion_tokens + comp.usage.completion_tokens,
+        cached_prompt_tokens=p.cached_prompt_tokens + comp.usage.cached_prompt_tokens,
+        cached=p.cached and comp.cached,
+    )
 
 
 def _probs(
@@ -101,9 +183,26 @@ async def classify_one(
     gold: str | None = None,
     prior: Mapping[str, float] | None = None,
     shots: Sequence[Shot] = (),
+    cite: Sequence[str] | None = None,
 ) -> Prediction:
-    """One item's answer; a prompt over the context window is an invalid outcome."""
+    """One item's answer; a prompt over the context window is an invalid outcome. ``cite``
+    (the rule ids the prompt shows; None: do not cite) adds the cited rule."""
     messages = _messages(system_prompt, shots, render_template(user_template, fields))
+    pred = await _answer(messages, item_id, labels, student, gold, prior)
+    if cite is None:
+        return pred
+    rule, comp = await cite_rule(messages, pred.label, cite, student)
+    return with_citation(pred, rule, comp)
+
+
+async def _answer(
+    messages: Sequence[Message],
+    item_id: str,
+    labels: Sequence[str],
+    student: ChatClient,
+    gold: str | None,
+    prior: Mapping[str, float] | None,
+) -> Prediction:
     try:
         comp = await student.complete(messages, classify_options(labels))
     except ContextOverflow as e:
@@ -158,10 +257,11 @@ async def classify(
     shots: Sequence[Shot] = (),
     on_done: Callable[[], None] | None = None,
     prior: Mapping[str, float] | None = None,
+    cite: Sequence[str] | None = None,
 ) -> list[Prediction]:
     """Classify (id, fields, gold-or-None) items; order of the result follows the input.
     A given ``prior`` is used as is; else with ``calibrate`` it is measured first (three
-    calls)."""
+    calls). ``cite``: the rule ids to cite from (see the module docstring)."""
     if calibrate and prior is None:
         prior = await label_prior(
             system_prompt=system_prompt,
@@ -182,6 +282,7 @@ async def classify(
             gold=item[2],
             prior=prior,
             shots=shots,
+            cite=cite,
         )
         if on_done is not None:
             on_done()
@@ -199,6 +300,7 @@ async def classify_with(
     calibrate: bool = True,
     prior: Mapping[str, float] | None = None,
     on_done: Callable[[], None] | None = None,
+    cite: Sequence[str] | None = None,
 ) -> list[Prediction]:
     """``classify`` with a whole ``Prompt`` (system prompt, user template, demonstrations)."""
     return await classify(
@@ -211,4 +313,5 @@ async def classify_with(
         shots=prompt.shots,
         on_done=on_done,
         prior=prior,
+        cite=cite,
     )

@@ -1,7 +1,8 @@
 """Build ``RUN_DIR/report/index.html`` (self-contained) and ``report.md`` from a run's
 artifacts: nothing is recomputed here that the JSON does not hold, so every figure on the page
-traces back to a file in the run directory. The run is read through ``Rulebook.load`` and the
-method comparison (when ``pld compare`` saved one) through ``Comparison.load``."""
+traces back to a file in the run directory. The run is read through ``Rulebook.load``, the
+method comparison (when ``pld compare`` saved one) through ``Comparison.load`` and the rule
+audit (when ``pld audit`` wrote one) through ``load_audit``."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pld.audit import load_audit, prompt_digest
 from pld.evaluate import Comparison
 from pld.lint import findings_of
 from pld.rulebook import Rulebook
+
+SVG_BAR_W = 260
+SVG_ROW_H = 20
 
 
 def _png(fig: Any) -> bytes:
@@ -307,6 +312,105 @@ def _rulebook_html(
     return parts
 
 
+def _delta_svg(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Δ macro-F1 per rule as an inline SVG bar plot (no script, no image file): bars to the
+    right of the zero line help, to the left hurt."""
+    e = html.escape
+    scale = max([abs(float(r["delta_macro_f1"])) for r in rows] + [0.05])
+    label_w, half = 60, SVG_BAR_W // 2
+    height = SVG_ROW_H * len(rows) + 24
+    zero = label_w + half
+    out = [
+        f"<svg id='audit-plot' xmlns='http://www.w3.org/2000/svg' "
+        f"width='{label_w + SVG_BAR_W + 70}' height='{height}' role='img' "
+        "aria-label='Δ macro-F1 per rule'>",
+        f"<line x1='{zero}' y1='0' x2='{zero}' y2='{height - 20}' stroke='#333'/>",
+    ]
+    for k, r in enumerate(rows):
+        d = float(r["delta_macro_f1"])
+        w = abs(d) / scale * half
+        x = zero if d >= 0 else zero - w
+        y = k * SVG_ROW_H + 2
+        color = "#4C72B0" if d >= 0 else "#C44E52"
+        out.append(
+            f"<text x='{label_w - 6}' y='{y + 13}' text-anchor='end' font-size='12'>"
+            f"{e(str(r['id']))}</text><rect x='{x:.1f}' y='{y}' width='{w:.1f}' "
+            f"height='{SVG_ROW_H - 6}' fill='{color}'><title>{e(str(r['id']))}: "
+            f"{d:+.3f}</title></rect><text x='{label_w + SVG_BAR_W + 4}' y='{y + 13}' "
+            f"font-size='12'>{d:+.3f}</text>"
+        )
+    out.append(
+        f"<text x='{zero}' y='{height - 4}' text-anchor='middle' font-size='11'>"
+        "Δ macro-F1 (with − without the rule)</text></svg>"
+    )
+    return "".join(out)
+
+
+def _audit_rows_html(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    e = html.escape
+    parts = [
+        "<table id='audit'><tr><th>rule</th><th>decides</th><th>cited</th><th>fixed</th>"
+        "<th>broken</th><th>macro-F1 without</th><th>Δ macro-F1 [paired 95% CI]</th>"
+        "<th>McNemar p</th><th>source examples / edits</th><th>flags</th></tr>"
+    ]
+    for r in rows:
+        rid = e(str(r["id"]))
+        lo, hi = r["delta_ci95"]
+        flags = ["removal candidate"] if r["removal_candidate"] else []
+        flags += [str(f) for f in r["flags"]]
+        flags += [f"names {x}" for x in r.get("names_other_labels", [])]
+        prov = r["provenance"]
+        parts.append(
+            f"<tr id='audit-{rid}'><td><a href='#rule-{rid}'>{rid}</a></td>"
+            f"<td>{e(', '.join(r['labels']) or '-')}</td>"
+            f"<td data-metric='audit.{rid}.cited'>{r['cited']}</td>"
+            f"<td data-metric='audit.{rid}.fixed'>{len(r['fixed'])}</td>"
+            f"<td data-metric='audit.{rid}.broken'>{len(r['broken'])}</td>"
+            f"<td>{r['macro_f1_without']:.3f}</td>"
+            f"<td><span data-metric='audit.{rid}.delta'>{r['delta_macro_f1']:+.3f}</span> "
+            f"[{lo:+.3f}, {hi:+.3f}]</td><td>{r['mcnemar_p']:.3g}</td>"
+            f"<td>{prov['n_sources']} / {len(prov['history'])}</td>"
+            f"<td>{e('; '.join(flags))}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
+def _audit_html(audit: Mapping[str, Any] | None, rb: Rulebook) -> list[str]:
+    """The rule audit (``pld audit``): the Δ macro-F1 plot, the per-rule table and the
+    flagged overlaps, label mentions and lint findings."""
+    if not audit:
+        return []
+    e = html.escape
+    full = audit["full"]
+    parts = [
+        f"<h2 id='audit-section'>Rule audit: leave-one-rule-out on {audit['n_val']} validation "
+        f"items</h2><p>macro-F1 with every rule {full['macro_f1']:.3f}. For each rule: the items "
+        "it fixes (right with it, wrong without) and breaks, macro-F1 without it, Δ = with − "
+        "without (paired bootstrap 95% CI), the exact McNemar p of fixed vs broken, and how "
+        "often the student cites it.</p>"
+    ]
+    if audit.get("prompt_sha256") != prompt_digest(rb):
+        parts.append(
+            "<p id='audit-stale'><b>Stale:</b> this audit scored another prompt than the "
+            "rulebook's current one; rerun <code>pld audit</code>.</p>"
+        )
+    parts.append(_delta_svg(audit["rules"]))
+    parts += _audit_rows_html(audit["rules"])
+    items = []
+    for c in audit["conflicts"]:
+        kinds = ", ".join(sorted({str(ev["kind"]) for ev in c["evidence"]}))
+        a, b = (e(str(x)) for x in c["rules"])
+        items.append(f"<li>{a} and {b} overlap while naming different labels ({kinds})</li>")
+    for m in audit["label_mentions"]:
+        items.append(f"<li>{e(m['rule'])} names {e(', '.join(m['names']))} in its text</li>")
+    for f in audit.get("lint", []):
+        items.append(f"<li>lint {e(str(f.get('code')))}: {e(str(f.get('message')))}</li>")
+    if items:
+        parts.append("<ul id='audit-flags'>" + "".join(items) + "</ul>")
+    return parts
+
+
 def _markdown(
     name: str,
     results: dict[str, Any] | None,
@@ -314,8 +418,10 @@ def _markdown(
     plots: Mapping[str, tuple[str, bytes]],
     rb: Rulebook,
     root: Path,
+    audit: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """report.md: the comparison (or how to add it), the rulebook's size and the plots."""
+    """report.md: the comparison (or how to add it), the rulebook's size, the rule audit and
+    the plots."""
     md = [f"# pld report — {name}", ""]
     if rb.warning:
         md += [f"**Warning:** {rb.warning}", ""]
@@ -335,6 +441,19 @@ def _markdown(
         md += [f"**Lint:** {len(found)} warning(s)", ""]
         md += [f"- {f.code} {f.rule_id or '-'}: {f.message}" for f in found] + [""]
     md += [f"Rulebook: {n_rules} rules (see `../prompt.md`).", ""]
+    if audit:
+        md += [
+            f"Rule audit on {audit['n_val']} validation items (Δ = macro-F1 with − without):",
+            "",
+            "| rule | cited | fixed | broken | Δ macro-F1 | McNemar p | flags |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in audit["rules"]:
+            md.append(
+                f"| {r['id']} | {r['cited']} | {len(r['fixed'])} | {len(r['broken'])} | "
+                f"{r['delta_macro_f1']:+.3f} | {r['mcnemar_p']:.3g} | {', '.join(r['flags'])} |"
+            )
+        md.append("")
     md += [f"![{cap}]({name}.png)" for name, (cap, _) in plots.items()]
     return md
 
@@ -349,6 +468,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     examples = {k: {"id": k, **v} for k, v in rb.sources.items()}
     saved = root / "eval" / "results.json"
     results = Comparison.load(saved).to_json() if saved.exists() else None
+    audit = load_audit(root)
     plots = _plots(run, rounds, results)
     out = Path(out_dir) if out_dir else root / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -382,6 +502,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             f"src='data:image/png;base64,{b64}'><figcaption>{e(caption)}"
             "</figcaption></figure>"
         )
+    parts += _audit_html(audit, rb)
     parts += _decision_html(rb) + _rounds_html(rounds) + _rulebook_html(ins, examples)
     # Lets a headless browser (and the tests) confirm every plot decoded and rendered.
     parts.append(
@@ -393,6 +514,6 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     parts.append("</body></html>")
     (out / "index.html").write_text("\n".join(parts), encoding="utf-8")
 
-    md = _markdown(task.get("name", ""), results, len(ins), plots, rb, root)
+    md = _markdown(task.get("name", ""), results, len(ins), plots, rb, root, audit)
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     return out / "index.html"

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-input-chars", type=int, default=16_000)
     ap.add_argument("--max-items", type=int, default=64)
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--cite", action="store_true", help="answer with each label's cited rule")
     a = ap.parse_args(argv)
     try:
         run_service(
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             max_items=a.max_items,
             on_ready=_ready,
             log_level=a.log_level,
+            cite=a.cite,
         )
     except PLDError as e:
         sys.stderr.write(f"error: {e}\n")

@@ -54,9 +54,12 @@ class RunDirClassifier:
     """Implements ``pld.service.base.Classifier`` over a finished ``pld distill`` run (or a
     saved rulebook)."""
 
-    def __init__(self, run_dir: str | Path | Rulebook, student: ChatClient) -> None:
+    def __init__(
+        self, run_dir: str | Path | Rulebook, student: ChatClient, *, cite: bool = False
+    ) -> None:
         self.rulebook = run_dir if isinstance(run_dir, Rulebook) else Rulebook.load(run_dir)
         self.student = student
+        self.cite = cite
         self.fields = list(dict.fromkeys(template_fields(self.rulebook.user_template)))
         self.version = rulebook_version(
             self.rulebook.instructions.version,
@@ -75,12 +78,15 @@ class RunDirClassifier:
         *,
         concurrency: int | None = None,
         cache: Cache | None = None,
+        cite: bool = False,
     ) -> RunDirClassifier:
         """Check the spec and the run directory (cheap) before loading the model (slow), so a
-        typo fails in a moment, not after the engine has loaded."""
+        typo fails in a moment, not after the engine has loaded. ``cite``: every answer
+        carries the rule the student cites (one more constrained call per item)."""
         parse_spec(spec)
         rulebook = Rulebook.load(run_dir)
-        return cls(rulebook, student_client(spec, concurrency=concurrency, cache=cache))
+        client = student_client(spec, concurrency=concurrency, cache=cache)
+        return cls(rulebook, client, cite=cite)
 
     async def warmup(self) -> None:
         async with self._lock:
@@ -92,7 +98,7 @@ class RunDirClassifier:
             self._warm = True
 
     async def _predict(self, items: list[Item]) -> list[Prediction]:
-        return await self.rulebook.apredict(items, self.student, prior=self._prior)
+        return await self.rulebook.apredict(items, self.student, prior=self._prior, cite=self.cite)
 
     async def classify(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
         if not self._warm:
@@ -111,6 +117,7 @@ class RunDirClassifier:
             "user_template": rb.user_template,
             "system_prompt": rb.system_prompt,
             "calibrated": rb.calibrate,
+            "cites_rules": self.cite,
             "student": self.student.identity,
             "pld_version": __version__,
             "rules": [i.to_json() for i in rb.instructions.instructions],

@@ -46,7 +46,8 @@ def invalid_reason(p: Prediction) -> str | None:
 
 
 def result_json(item_id: str, p: Prediction, version: str) -> dict[str, Any]:
-    """One item's answer. ``cited_rule`` stays null until the student cites rules."""
+    """One item's answer. ``cited_rule`` is the rule the student cites (a rule id, ``none``
+    or ``<invalid>``) when the service runs with ``--cite``, else null."""
     reason = invalid_reason(p)
     return {
         "id": item_id,
@@ -54,7 +55,7 @@ def result_json(item_id: str, p: Prediction, version: str) -> dict[str, Any]:
         "valid": p.label is not None,
         "confidence": p.confidence,
         "scores": p.scores,
-        "cited_rule": None,
+        "cited_rule": p.rule,
         "invalid_reason": reason,
         "raw": p.raw[:200] if reason else None,
         "rulebook_version": version,

@@ -114,15 +114,19 @@ def run_service(
     max_items: int = 64,
     on_ready: Callable[[Running], None] | None = None,
     log_level: str = "info",
+    cite: bool = False,
 ) -> None:
     """Everything ``pld serve RUN_DIR --student SPEC`` does: load the run (a bad run directory
-    or model spec fails here, before binding), build the app, serve until stopped."""
+    or model spec fails here, before binding), build the app, serve until stopped. ``cite``:
+    every answer carries its cited rule."""
     from pld.service.adapter import RunDirClassifier
     from pld.service.app import create_app
 
     sock = bind(host, port)  # a port in use fails before the model loads
     try:
-        classifier = RunDirClassifier.from_spec(run_dir, student, concurrency=concurrency)
+        classifier = RunDirClassifier.from_spec(
+            run_dir, student, concurrency=concurrency, cite=cite
+        )
     except BaseException:
         sock.close()
         raise
