@@ -52,7 +52,7 @@ def test_distill_writes_every_artifact(run_dir: Path) -> None:
     fails = [
         json.loads(x) for x in (run_dir / "extraction_failures.jsonl").read_text().splitlines()
     ]
-    assert len(rules) + len(fails) == run["n_train"] == 12  # every example accounted for
+    assert len(rules) + len(fails) == run["n_train"] == 8  # every example accounted for
 
 
 def test_predict_reproduces_in_run_predictions(run_dir: Path, workdir: Path) -> None:
