@@ -260,7 +260,10 @@ class Distiller:
         self.rules_, self.extraction_failures_ = await f.extract()
         self.instructions_v0_, self.clusters_ = await f.synthesize(self.rules_)
         best, self.rounds_, self.val_predictions_ = await f.resolve(self.instructions_v0_)
-        self.rulebook_ = await f.lint(await f.decide(await f.finalize(best, self.rounds_)))
+        decided, val_predictions = await f.decide(await f.finalize(best, self.rounds_))
+        if val_predictions is not None:  # the kept prompt's answers, as `pld predict` gives
+            self.val_predictions_ = val_predictions
+        self.rulebook_ = await f.lint(decided)
         self.lint_: list[Finding] = findings_of(self.rulebook_.lint)
 
     # -- the fitted rulebook, as the estimator's learned state --------------------------------

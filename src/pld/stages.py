@@ -21,7 +21,7 @@ from pld.phases.classify import label_prior
 from pld.phases.extract import ExtractionFailure, RawRule, extract
 from pld.phases.resolve import ResolveSettings, resolve
 from pld.phases.synthesize import synthesize
-from pld.predictions import Prediction
+from pld.predictions import Prediction, example_items
 from pld.progress import NoProgress, Progress
 from pld.rulebook import Rulebook, calibration_record
 from pld.rules import InstructionSet
@@ -35,6 +35,8 @@ T = TypeVar("T")
 Extracted = tuple[list[RawRule], list[ExtractionFailure]]
 Synthesized = tuple[InstructionSet, dict[str, Any], list[dict[str, Any]]]  # v0, clusters, noise
 Resolved = tuple[InstructionSet, list[dict[str, Any]], list[Prediction]]
+# the kept rulebook and its validation predictions (None: decide is off, resolve's stand)
+Decided = tuple[Rulebook, list[Prediction] | None]
 
 
 @dataclass
@@ -262,15 +264,20 @@ class Fitting:
 
         return await self.run.stage("finalize", produce, save=lambda rd, rb: rb.write_artifacts(rd))
 
-    async def decide(self, rb: Rulebook) -> Rulebook:
+    async def decide(self, rb: Rulebook) -> Decided:
         """Phase 5: the student-side decision (layout, calibration) fitted on validation, and
         the harm guard against the best zero-shot decision (``pld.decide``). No teacher call;
         the default layout's validation pass is the resolve stage's (cached), each other
         layout costs one validation pass. Always rerun, like ``finalize``: its calls are
-        cached. With ``decide = false`` the rulebook is kept as finalized (no decision.json)."""
+        cached. With ``decide = false`` the rulebook is kept as finalized (no decision.json).
+
+        It also returns, and writes to ``predictions_val.jsonl``, the validation predictions
+        of the prompt it keeps — through ``Rulebook.apredict``, exactly as ``pld predict``
+        will answer (every call is in the cache by then). Without this the file would hold
+        the resolve stage's default-layout answers whenever another layout wins."""
         cfg = self.cfg
         if not cfg.decide:
-            return rb
+            return rb, None
         settings = DecideSettings(
             layouts=cfg.decide_layouts,
             calibrate=cfg.calibrate,
@@ -279,16 +286,20 @@ class Fitting:
             seed=cfg.seed,
         )
 
-        def produce() -> Awaitable[Rulebook]:
-            return self._shown(
-                "decide", None, lambda tick: decide(rb, self.val, self.student, settings, tick)
-            )
+        async def work(tick: Callable[[], None]) -> Decided:
+            kept = await decide(rb, self.val, self.student, settings, tick)
+            return kept, await kept.apredict(example_items(self.val), self.student)
+
+        def save(rd: RunDir, v: Decided) -> None:
+            v[0].write_artifacts(rd)
+            if v[1] is not None:
+                rd.write_jsonl("predictions_val.jsonl", [p.to_json() for p in v[1]])
 
         return await self.run.stage(
             "decide",
-            produce,
-            save=lambda rd, v: v.write_artifacts(rd),
-            summary=_decide_summary,
+            lambda: self._shown("decide", None, work),
+            save=save,
+            summary=lambda v: _decide_summary(v[0]),
         )
 
     async def lint(self, rb: Rulebook) -> Rulebook:

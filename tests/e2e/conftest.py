@@ -33,6 +33,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_dir(workdir: Path) -> Iterator[Path]:
     env = {"PLD_CACHE": str(workdir / "cache.sqlite")}
     out = workdir / "run"
+    # SmolLM2 writes ~15 tokens/s here: the teacher's reply lengths decide this fixture's time
+    cfg = workdir / "e2e.toml"
+    cfg.write_text(
+        "extract_max_tokens = 160\nconsolidate_max_tokens = 160\nresolve_max_tokens = 200\n"
+        "resolve_train_sample = 8\n"
+    )
     r = pld(
         "distill",
         "--task",
@@ -49,6 +55,8 @@ def run_dir(workdir: Path) -> Iterator[Path]:
         "1",
         "--split",
         "0.5,0.16,0.34",  # 16 validation tickets: every stage runs, in CI's time budget
+        "--config",
+        str(cfg),
         env=env,
     )
     assert "pld distill" in r.stdout and "rulebook" in r.stdout

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def compared(run_dir: Path, workdir: Path) -> Path:
     env = {"PLD_CACHE": str(workdir / "cache.sqlite")}
-    r = pld("compare", "--prompt", str(run_dir), "--student", "local:smollm2", "--n", "12", env=env)
+    r = pld("compare", "--prompt", str(run_dir), "--student", "local:smollm2", "--n", "8", env=env)
     assert "McNemar" in r.stdout
     return run_dir / "eval" / "results.json"
 
@@ -27,7 +27,7 @@ def compared(run_dir: Path, workdir: Path) -> Path:
 def test_compare_saves_results_and_predictions(compared: Path) -> None:
     res = json.loads(compared.read_text())
     assert set(res["methods"]) == {"zero-shot", "few-shot", "cot", "pld"}
-    assert res["n"] == 12
+    assert res["n"] == 8
     for m, r in res["methods"].items():
         preds = [
             json.loads(x)

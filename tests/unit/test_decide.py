@@ -14,12 +14,13 @@ import pytest
 
 from pld.config import DistillConfig
 from pld.decide import DecideSettings, apply_prior, decide
+from pld.distiller import Distiller
 from pld.errors import ConfigError
 from pld.evaluate import acompare, compare
 from pld.metrics import _resampled_macro_f1, macro_f1, paired_bootstrap_diff
 from pld.models.base import Completion, GenOptions, Message, Usage
 from pld.models.client import ChatClient
-from pld.models.fake import Request, ScriptedChatModel
+from pld.models.fake import HashEmbedder, Request, ScriptedChatModel
 from pld.phases.classify import classify
 from pld.phases.layouts import LAYOUTS, render_layout
 from pld.phases.resolve import ResolveSettings, accepts, paired_gain, resolve
@@ -27,8 +28,8 @@ from pld.predictions import Prediction
 from pld.prompts import system_prompt_for
 from pld.rulebook import Rulebook
 from pld.rules import Instruction, InstructionSet
-from pld.tasks.base import Task
-from tests.fakes import KEYWORDS, make_student, make_task, teacher_reply
+from pld.tasks.base import Task, stratified_split
+from tests.fakes import KEYWORDS, make_student, make_task, make_teacher, teacher_reply
 
 Weights = Callable[[str, str, Sequence[str]], Mapping[str, float]]
 
@@ -207,6 +208,28 @@ def test_a_better_layout_is_chosen_saved_and_used_by_rulebook_load(tmp_path: Pat
     assert all(p.correct for p in preds)
     sent = student.requests[-1].messages
     assert sent[0].content == want.system and sent[-1].content.startswith("[[ ## text ## ]]\n")
+
+
+def test_predictions_val_are_those_of_the_kept_layout(tmp_path: Path) -> None:
+    """A fit whose decision keeps another layout than the resolve stage scored: the run's
+    predictions_val.jsonl (and ``val_predictions_``) must be that layout's answers, the ones
+    ``pld predict`` gives — not the resolve stage's default-layout answers (the e2e test
+    caught the stale file when the real student's decision moved to ``weigh_all``)."""
+    task = make_task(6)
+    sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
+    train, val = task.with_examples(sp.train), task.with_examples(sp.val)
+    cfg = DistillConfig(min_samples=3, eps=0.3, max_rounds=0, decide_layouts=("fields",))
+    d = Distiller(make_teacher(), DistStudent(_fields_only), HashEmbedder(), config=cfg).fit(
+        train, val, run_dir=tmp_path / "run"
+    )
+    assert d.rulebook_.decision is not None and d.rulebook_.decision["used"]["layout"] == "fields"
+    saved = [
+        json.loads(x) for x in (tmp_path / "run" / "predictions_val.jsonl").read_text().splitlines()
+    ]
+    again = Rulebook.load(tmp_path / "run").predict(list(val.examples), DistStudent(_fields_only))
+    assert [(p["id"], p["label"]) for p in saved] == [(p.id, p.label) for p in again]
+    assert all(p["label"] == p["gold"] for p in saved)  # the default layout gets these wrong
+    assert [p.label for p in d.val_predictions_] == [p["label"] for p in saved]
 
 
 # -- the harm guard ----------------------------------------------------------------------
