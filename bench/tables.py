@@ -12,6 +12,8 @@ from typing import Any
 
 from bench.common import RESULTS
 from pld.evaluate import mcnemar_counts
+from pld.metrics import paired_bootstrap_diff
+from pld.predictions import Prediction
 
 
 def _load(name: str) -> Any:
@@ -111,6 +113,38 @@ def cost() -> str:
     return "\n".join(out)
 
 
+def _gold(d: dict[str, Any]) -> dict[str, str]:
+    """The test items' gold labels, reloaded exactly as the run sampled them (results files
+    keep each method's answers, not the gold)."""
+    from bench.quality import load
+
+    a = d["args"]
+    _, _, _, test = load(a["dataset"], a["n_train"], a["n_val"], a["n_test"], a["seed"],
+                         a.get("max_chars", 1200))  # fmt: skip
+    return {e.id: e.label for e in test}
+
+
+def _preds(r: dict[str, Any], gold: dict[str, str]) -> list[Prediction]:
+    items = r["_pred"].items()
+    return [Prediction(i, lab, "", None, 0.0, 0, 0, 0, False, gold[i]) for i, lab in items]
+
+
+def paired_vs_pld(d: dict[str, Any], st: dict[str, Any], labels: list[str]) -> dict[str, str]:
+    """Per method: PLD minus the method, macro-F1, with the paired bootstrap 95% CI (items
+    resampled jointly: ``pld.metrics.paired_bootstrap_diff``)."""
+    ms = st["methods"]
+    if "_pred" not in ms.get("pld", {}):  # runs before per-item answers were kept
+        return {}
+    gold = _gold(d)
+    pld = _preds(ms["pld"], gold)
+    out = {}
+    for m, r in ms.items():
+        if m != "pld" and "_pred" in r:
+            b = paired_bootstrap_diff(pld, _preds(r, gold), labels)
+            out[m] = f"{b['diff']:+.3f} [{b['ci95'][0]:+.2f}, {b['ci95'][1]:+.2f}] (n={b['n']})"
+    return out
+
+
 def quality() -> str:
     out = []
     for p in sorted((RESULTS / "quality").glob("*/results.json")):
@@ -124,8 +158,8 @@ def quality() -> str:
         out += [
             "",
             "| student | method | n | macro-F1 | 95% CI | acc | invalid | p50 ms | "
-            "prompt tok/item | McNemar p vs PLD |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "prompt tok/item | McNemar p vs PLD | PLD − method, paired 95% CI |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         t = d.get("teacher_zero_shot")
         if t:
@@ -135,7 +169,10 @@ def quality() -> str:
                 f"{t['macro_f1_ci95'][1]:.2f}] | {t['accuracy']:.3f} | {t['invalid']} | "
                 f"{t['latency_p50_s'] * 1000:.0f} | {t['prompt_tokens_per_item']:.0f} | - |"
             )
+        labels = sorted({lab for st in d["students"].values() for r in st["methods"].values()
+                         for lab in r.get("per_class", {})})  # fmt: skip
         for s, st in d["students"].items():
+            paired = paired_vs_pld(d, st, labels) if labels else {}
             for m, r in st["methods"].items():
                 mc = r.get("mcnemar_vs_pld")
                 out.append(
@@ -143,7 +180,8 @@ def quality() -> str:
                     f"[{r['macro_f1_ci95'][0]:.2f}, {r['macro_f1_ci95'][1]:.2f}] | "
                     f"{r['accuracy']:.3f} | {r['invalid']} | "
                     f"{r['latency_p50_s'] * 1000:.0f} | {r['prompt_tokens_per_item']:.0f}"
-                    f" | {'-' if not mc else format(mc['p_value'], '.3g')} |"
+                    f" | {'-' if not mc else format(mc['p_value'], '.3g')} | "
+                    f"{paired.get(m, '-')} |"
                 )
             dd = st.get("distill")
             if dd:
