@@ -88,6 +88,14 @@ def demo_data() -> tuple[Task, Split]:
     return task, stratified_split(task.examples, fractions=DEMO_SPLIT, seed=0)
 
 
+def demo_meta() -> dict[str, Any]:
+    """What run.json records of the demo's data, as ``pld distill --task demo`` would: so
+    ``pld audit``, ``pld eval`` and ``pld edit --eval`` on the demo's run find its items."""
+    _, sp = demo_data()
+    split = ",".join(str(x) for x in DEMO_SPLIT)
+    return {"cli": {"task": "demo", "split": split}, "test_ids": [e.id for e in sp.test]}
+
+
 def recording_path() -> Path:
     """The shipped recording of the demo teacher's replies."""
     with resources.as_file(resources.files("pld") / "data" / RECORDING) as p:
@@ -151,6 +159,7 @@ def fit_batched(
                 run_dir=run,
                 force=n == 0,
                 resume=n > 0,
+                meta=demo_meta(),
             )
             return d
         except TeacherBatchPending as p:
@@ -231,7 +240,13 @@ def run_demo(
         usage = BatchDir(Path(out_dir) / BATCH_FOLDER).usage()
     else:
         d = demo_distiller(teacher, student, max_rounds, cache, progress)
-        d.fit(task.with_examples(sp.train), task.with_examples(sp.val), run_dir=out_dir, force=True)
+        d.fit(
+            task.with_examples(sp.train),
+            task.with_examples(sp.val),
+            run_dir=out_dir,
+            force=True,
+            meta=demo_meta(),
+        )
         who = teacher
     after = compare(["pld"], task, test, student, rulebook=d.rulebook_, cache=cache)
     return DemoResult(d, raw, before, after, teacher=who, note=note, recorded_usage=usage)

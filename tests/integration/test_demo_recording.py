@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from pld.audit import audit_data
 from pld.cache import Cache
-from pld.demo import DEMO_TEACHER, fit_recorded, recorded_answerer, recording_path
+from pld.demo import DEMO_TEACHER, demo_data, fit_recorded, recorded_answerer, recording_path
+from pld.rulebook import Rulebook
 from tests.fakes import LogprobStudent
 
 pytestmark = pytest.mark.integration  # the embedder is the real embedded model
@@ -61,3 +63,6 @@ def test_recording_covers_the_demo_and_an_uncovered_resolve_round_keeps_the_best
     assert "kept the best rulebook after round 0" in note
     assert d.instructions_ == d.instructions_v0_
     assert student.requests  # the scripted student was the one asked
+    # the run records its data like `pld distill --task demo`: `pld audit` finds its items
+    data = audit_data(Rulebook.load(tmp_path / "run"))
+    assert [e.id for e in data.val] == [e.id for e in demo_data()[1].val]
