@@ -6,6 +6,7 @@ service's ``cited_rule``."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,9 +16,9 @@ from click.testing import CliRunner
 
 from pld.cli import main
 from pld.metrics import citation_summary
-from pld.models.base import GenOptions, Message
+from pld.models.base import Completion, GenOptions, Message, Usage
 from pld.models.client import ChatClient
-from pld.models.fake import ScriptedChatModel
+from pld.models.fake import Request, ScriptedChatModel
 from pld.phases.classify import cite_options, classify_options, parse_rule
 from pld.predictions import INVALID_RULE, NO_RULE, Prediction, as_items
 from pld.rulebook import Rulebook
@@ -89,6 +90,10 @@ def test_predict_cite_names_the_rule_and_keeps_the_uncited_label_call() -> None:
     # per item: the label call exactly as uncited, then one closed choice after the answer
     label_calls = [r for r in model.requests if not r.messages[-1].content.startswith(CITE_ASK)]
     cite_calls = [r for r in model.requests if r.messages[-1].content.startswith(CITE_ASK)]
+    # the calibration probe comes first: one content-free question (this backend gives no
+    # distribution, so the probe stops there and the citations are read as text)
+    probe, cite_calls = cite_calls[0], cite_calls[1:]
+    assert probe.messages[1].content == render_template(rb.user_template, {"text": "N/A"})
     assert [r.messages for r in label_calls] == [r.messages for r in plain_model.requests]
     assert all(r.options == classify_options(task.labels) for r in label_calls)
     assert len(cite_calls) == len(cited)
@@ -165,10 +170,12 @@ def test_an_unconstrained_backend_gets_a_strict_parser_and_an_invalid_outcome() 
 def test_an_invalid_answer_has_an_invalid_citation_without_a_call() -> None:
     task = make_task(1)
     rb = Rulebook.build(task, synthetic_rules(), calibrate=False)
-    model = ScriptedChatModel(["maybe", "maybe", "maybe"])
+    model = ScriptedChatModel(["maybe"] * 4)
     preds = rb.predict(task.examples, model, cite=True)
     assert [(p.label, p.rule) for p in preds] == [(None, INVALID_RULE)] * 3
-    assert len(model.requests) == 3
+    # the one calibration probe (no distribution: it stops there), then three label calls
+    assert len(model.requests) == 4
+    assert sum(r.messages[-1].content.startswith(CITE_ASK) for r in model.requests) == 1
 
 
 def test_a_prompt_without_rules_cites_none_without_a_call() -> None:
@@ -267,3 +274,48 @@ def test_cite_ids_follow_the_list_the_student_is_shown(layout: str) -> None:
     assert rb.cite_ids == ("R7", "R2", "R12")
     preds = rb.predict(task.examples, make_citing_student(), cite=True)
     assert [p.rule for p in preds] == ["R7", "R2", "R12"]
+
+
+class FirstNumberBiased(LogprobStudent):
+    """Labels as ``LogprobStudent``; citations with a distribution that leans hard on list
+    number 1 whatever the input (as SmolLM2 does), plus a smaller bump on the right rule."""
+
+    async def complete(self, messages: Sequence[Message], options: GenOptions) -> Completion:
+        if not messages[-1].content.startswith(CITE_ASK):
+            return await super().complete(messages, options)
+        self.requests.append(Request(tuple(messages), options))
+        assert options.choices is not None
+        right = cite_reply(messages, options)
+        w = {c: (5.0 if c == "1" else 1.0) + (2.0 if c == right else 0.0) for c in options.choices}
+        total = sum(w.values())
+        lp = {c: math.log(x / total) for c, x in w.items()}
+        return Completion(
+            text=max(lp, key=lambda c: lp[c]),
+            finish_reason="stop",
+            usage=Usage(10, 1),
+            latency_s=0.0,
+            choice_logprobs=lp,
+            model=self.identity,
+        )
+
+
+async def test_the_citation_is_calibrated_against_the_first_number_bias() -> None:
+    """Uncalibrated, this student cites R1 for everything (its greedy choice); the content-free
+    prior per answer label removes the position bias and the right rule wins."""
+    task = make_task(2)
+    rb = Rulebook.build(task, synthetic_rules(), calibrate=False)
+    model = FirstNumberBiased()
+    cited = await rb.apredict(as_items(task.examples), ChatClient(model, role="student"), cite=True)
+    want = {"fruit": "R1", "metal": "R2", "animal": "R3"}
+    assert [p.rule for p in cited] == [want[e.label] for e in task.examples]
+    # the greedy text alone says "1" for every item: the prior is what moved it
+    items = {render_template(rb.user_template, e.fields) for e in task.examples}
+    item_cites = [
+        r
+        for r in model.requests
+        if r.messages[-1].content.startswith(CITE_ASK) and r.messages[1].content in items
+    ]
+    assert all(r.messages[-1].content for r in item_cites)
+    assert len(item_cites) == len(task.examples)
+    probes = [r for r in model.requests if r.messages[-1].content.startswith(CITE_ASK)]
+    assert len(probes) - len(item_cites) == len(task.labels) * 3  # labels x content-free inputs

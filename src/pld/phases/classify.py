@@ -26,8 +26,12 @@ are one token each (with ten or more rules ``1`` and ``10`` share one, and the e
 back to its grammar: correct, a token or two more). Asking after the label keeps the label
 call byte-identical to an uncited one (the same cache entry, the same label, confidence and
 calibration: citing never changes an answer) and costs one more request whose prompt is the
-cached prefix plus about 45 tokens. The rule choice is not calibrated (no content-free prior
-is measured for it). It is over every rule, not only those naming the answer, so whether the
+cached prefix plus about 45 tokens. The rule choice is calibrated like the label, whenever the
+backend gives a distribution: a small student puts most of its mass on the first list number
+whatever the input (SmolLM2 cited R1 on 28 of 28 demo tickets, bench/RESULTS.md section 5), so
+the same question is asked once per label on the content-free inputs (labels x 3 cached calls
+per prompt) and each citation's distribution is divided by the prior of the answer it cites.
+It is over every rule, not only those naming the answer, so whether the
 cited rule's labels contain the answer stays a measurement (citation consistency) rather than
 a tautology. A reply that is not a listed number, a rule id or ``none`` (backends without
 constraints) is an invalid citation (``INVALID_RULE``), counted like an invalid label; so is
@@ -96,23 +100,75 @@ def parse_rule(text: str, rule_ids: Sequence[str]) -> str:
     return rule_ids[int(found) - 1] if found.isdigit() else found
 
 
+CitePrior = Mapping[str, Mapping[str, float]]  # answer label -> rule choice -> probability
+
+
+def _cite_messages(
+    messages: Sequence[Message], label: str, rule_ids: Sequence[str]
+) -> list[Message]:
+    ask = CITE_QUESTION.format(n=len(rule_ids))
+    return [*messages, Message("assistant", label), Message("user", ask)]
+
+
+async def cite_prior(
+    prompt: Prompt, labels: Sequence[str], rule_ids: Sequence[str], student: ChatClient
+) -> CitePrior | None:
+    """Per answer label, the student's rule-choice distribution on the content-free inputs
+    (None when the backend gives no distribution, or the prompt lists no rule)."""
+    if not rule_ids:
+        return None
+    opts = cite_options(rule_ids)
+    names = template_fields(prompt.user_template)
+    out: dict[str, dict[str, float]] = {}
+    for label in labels:
+        acc = dict.fromkeys(opts.choices or (), 0.0)
+        for filler in CONTENT_FREE:
+            user = render_template(prompt.user_template, dict.fromkeys(names, filler))
+            base = _messages(prompt.system, prompt.shots, user)
+            try:
+                comp = await student.complete(_cite_messages(base, label, rule_ids), opts)
+            except ContextOverflow:
+                return None
+            p = _probs(comp.choice_logprobs, list(acc))
+            if p is None:
+                return None
+            acc = {c: a + x / len(CONTENT_FREE) for (c, a), x in zip(acc.items(), p, strict=True)}
+        out[label] = acc
+    return out
+
+
+def _calibrated_choice(comp: Completion, prior: Mapping[str, float]) -> str | None:
+    """The choice with the highest probability over its content-free prior (None when the
+    completion has no distribution over every choice)."""
+    p = _probs(comp.choice_logprobs, list(prior))
+    if p is None:
+        return None
+    scores = {c: x / max(prior[c], 1e-9) for c, x in zip(prior, p, strict=True)}
+    return max(scores, key=lambda c: scores[c])
+
+
 async def cite_rule(
-    messages: Sequence[Message], label: str | None, rule_ids: Sequence[str], student: ChatClient
+    messages: Sequence[Message],
+    label: str | None,
+    rule_ids: Sequence[str],
+    student: ChatClient,
+    prior: CitePrior | None = None,
 ) -> tuple[str, Completion | None]:
     """The rule the student says decided ``label`` (see the module docstring), with the
     completion it cost (None when no call was needed). ``rule_ids``: the listed rules' ids in
-    list order (number k is ``rule_ids[k - 1]``)."""
+    list order (number k is ``rule_ids[k - 1]``); ``prior`` (``cite_prior``) calibrates it."""
     if label is None:
         return INVALID_RULE, None
     if not rule_ids:
         return NO_RULE, None
-    ask = CITE_QUESTION.format(n=len(rule_ids))
-    follow = [*messages, Message("assistant", label), Message("user", ask)]
     try:
-        comp = await student.complete(follow, cite_options(rule_ids))
+        comp = await student.complete(
+            _cite_messages(messages, label, rule_ids), cite_options(rule_ids)
+        )
     except ContextOverflow:
         return INVALID_RULE, None
-    return parse_rule(comp.text, rule_ids), comp
+    chosen = _calibrated_choice(comp, prior[label]) if prior and label in prior else None
+    return parse_rule(chosen if chosen is not None else comp.text, rule_ids), comp
 
 
 def with_citation(p: Prediction, rule: str, comp: Completion | None) -> Prediction:
@@ -184,14 +240,16 @@ async def classify_one(
     prior: Mapping[str, float] | None = None,
     shots: Sequence[Shot] = (),
     cite: Sequence[str] | None = None,
+    cite_calibration: CitePrior | None = None,
 ) -> Prediction:
     """One item's answer; a prompt over the context window is an invalid outcome. ``cite``
-    (the rule ids the prompt shows; None: do not cite) adds the cited rule."""
+    (the rule ids the prompt shows; None: do not cite) adds the cited rule, calibrated with
+    ``cite_calibration`` (``cite_prior``) when given."""
     messages = _messages(system_prompt, shots, render_template(user_template, fields))
     pred = await _answer(messages, item_id, labels, student, gold, prior)
     if cite is None:
         return pred
-    rule, comp = await cite_rule(messages, pred.label, cite, student)
+    rule, comp = await cite_rule(messages, pred.label, cite, student, cite_calibration)
     return with_citation(pred, rule, comp)
 
 
@@ -270,6 +328,11 @@ async def classify(
             student=student,
             shots=shots,
         )
+    cprior = None
+    if cite:
+        cprior = await cite_prior(
+            Prompt(system_prompt, user_template, tuple(shots)), labels, cite, student
+        )
 
     async def one(item: Item) -> Prediction:
         p = await classify_one(
@@ -283,6 +346,7 @@ async def classify(
             prior=prior,
             shots=shots,
             cite=cite,
+            cite_calibration=cprior,
         )
         if on_done is not None:
             on_done()
