@@ -22,9 +22,10 @@ from typing import Any
 
 from bench.common import machine, save
 from bench.quality import load, spec
+from pld._async import run_sync
 from pld.demo import demo_data
 from pld.metrics import citation_summary, macro_f1
-from pld.predictions import Prediction
+from pld.predictions import Prediction, as_items
 from pld.rulebook import Rulebook
 from pld.tasks.base import Example
 
@@ -61,9 +62,13 @@ def main() -> None:
     client = rb.student_client(spec(a.student, a.dataset), concurrency=1)  # uncached
     plain: list[Prediction] = []
     cited: list[Prediction] = []
+    prior = rb.prior if rb.calibrate else None  # as saved: measured once, like pld serve
+    cprior = run_sync(rb.acite_prior(client))
     for e in items:  # alternate, so both series see the same load
-        plain += rb.predict([e], client)
-        cited += rb.predict([e], client, cite=True)
+        plain += run_sync(rb.apredict(as_items([e]), client, prior=prior))
+        cited += run_sync(
+            rb.apredict(as_items([e]), client, prior=prior, cite=True, cite_prior=cprior)
+        )
     same = sum(p.label == c.label for p, c in zip(plain, cited, strict=True))
     rule_labels = {i.id: list(i.labels) for i in rb.instructions.instructions}
     res: dict[str, Any] = {

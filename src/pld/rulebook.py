@@ -31,7 +31,14 @@ from pld.errors import DataError, RunDirError
 from pld.models.base import ChatModel
 from pld.models.client import ChatClient, Limits
 from pld.models.registry import resolve_chat
-from pld.phases.classify import CONTENT_FREE, classify_with, label_prior
+from pld.phases.classify import (
+    CONTENT_FREE,
+    MEASURE,
+    CitePrior,
+    cite_prior,
+    classify_with,
+    label_prior,
+)
 from pld.predictions import Item, Prediction, as_items
 from pld.prompts import Prompt, system_prompt_for
 from pld.rules import InstructionSet, render_markdown
@@ -327,12 +334,14 @@ class Rulebook:
         prior: Mapping[str, float] | Recompute | None = RECOMPUTE,
         on_done: Callable[[], None] | None = None,
         cite: bool = False,
+        cite_prior: CitePrior | Recompute | None = RECOMPUTE,
     ) -> list[Prediction]:
         """Classify ``items`` with exactly the saved prompt bytes. ``calibrate`` overrides the
         rulebook's setting (the evaluation's ``--no-calibrate``); ``prior``, from ``aprior``,
         skips recomputing it (None: uncalibrated). ``cite`` adds each answer's cited rule
         (``Prediction.rule``): the labels, confidences and calibration are those of an uncited
-        call, the citation one more constrained call (``pld.phases.classify``)."""
+        call, the citation one more constrained call (``pld.phases.classify``), calibrated
+        with ``cite_prior`` (from ``acite_prior``; measured when not given)."""
         if isinstance(prior, Recompute):
             prior = await self.aprior(student, calibrate=calibrate)
         return await classify_with(
@@ -344,7 +353,13 @@ class Rulebook:
             prior=prior,
             on_done=on_done,
             cite=self.cite_ids if cite else None,
+            cite_calibration=MEASURE if isinstance(cite_prior, Recompute) else cite_prior,
         )
+
+    async def acite_prior(self, student: ChatClient) -> CitePrior | None:
+        """The citation's content-free prior for this prompt (labels x 3 calls; None when
+        the student gives no distribution): measure it once where many batches are cited."""
+        return await cite_prior(self.prompt, self.labels, self.cite_ids, student)
 
     def student_client(
         self,
@@ -371,10 +386,12 @@ class Rulebook:
         cache: Cache | None = None,
         concurrency: int | None = None,
         cite: bool = False,
+        cite_prior: CitePrior | Recompute | None = RECOMPUTE,
     ) -> list[Prediction]:
         """Classify ``inputs`` (examples, field mappings or bare texts) with ``student`` (a
         client, a model, or a model spec such as ``local:smollm2``); ``concurrency`` as in
-        ``student_client`` (a given client keeps its own); ``cite`` as in ``apredict``."""
+        ``student_client`` (a given client keeps its own); ``cite``, ``cite_prior`` as in
+        ``apredict``."""
         if not isinstance(student, ChatClient):
             student = self.student_client(student, cache=cache, concurrency=concurrency)
-        return run_sync(self.apredict(as_items(inputs), student, cite=cite))
+        return run_sync(self.apredict(as_items(inputs), student, cite=cite, cite_prior=cite_prior))

@@ -319,3 +319,24 @@ async def test_the_citation_is_calibrated_against_the_first_number_bias() -> Non
     assert len(item_cites) == len(task.examples)
     probes = [r for r in model.requests if r.messages[-1].content.startswith(CITE_ASK)]
     assert len(probes) - len(item_cites) == len(task.labels) * 3  # labels x content-free inputs
+
+
+async def test_the_service_measures_the_citation_prior_once_not_per_batch(tmp_path: Path) -> None:
+    import httpx
+
+    task = make_task(1)
+    run = save_run_dir(tmp_path / "run", task, synthetic_rules())
+    model = FirstNumberBiased()
+    clf = RunDirClassifier(run, ChatClient(model, role="student"), cite=True)
+    app = create_app(clf)
+    items = {render_template("Text: {text}", e.fields) for e in task.examples}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as c:
+            for e in task.examples:  # three separate requests, three batches
+                r = await c.post("/v1/classify", json={"inputs": [dict(e.fields)]})
+                assert r.status_code == 200, r.text
+    cites = [r for r in model.requests if r.messages[-1].content.startswith(CITE_ASK)]
+    probes = [r for r in cites if r.messages[1].content not in items]
+    assert len(probes) == len(task.labels) * 3  # at warm-up, once
+    assert len(cites) - len(probes) == len(task.examples)

@@ -45,6 +45,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Literal
 
 from pld._async import gather_all
 from pld.errors import ContextOverflow
@@ -101,6 +102,7 @@ def parse_rule(text: str, rule_ids: Sequence[str]) -> str:
 
 
 CitePrior = Mapping[str, Mapping[str, float]]  # answer label -> rule choice -> probability
+MEASURE: Literal["measure"] = "measure"  # classify's default: measure the citation prior first
 
 
 def _cite_messages(
@@ -316,10 +318,13 @@ async def classify(
     on_done: Callable[[], None] | None = None,
     prior: Mapping[str, float] | None = None,
     cite: Sequence[str] | None = None,
+    cite_calibration: CitePrior | Literal["measure"] | None = MEASURE,
 ) -> list[Prediction]:
     """Classify (id, fields, gold-or-None) items; order of the result follows the input.
     A given ``prior`` is used as is; else with ``calibrate`` it is measured first (three
-    calls). ``cite``: the rule ids to cite from (see the module docstring)."""
+    calls). ``cite``: the rule ids to cite from (see the module docstring);
+    ``cite_calibration``: their prior from ``cite_prior`` (None: uncalibrated; by default it
+    is measured first — a caller answering many batches measures it once and passes it)."""
     if calibrate and prior is None:
         prior = await label_prior(
             system_prompt=system_prompt,
@@ -328,8 +333,8 @@ async def classify(
             student=student,
             shots=shots,
         )
-    cprior = None
-    if cite:
+    cprior = None if cite_calibration == MEASURE else cite_calibration
+    if cite and cite_calibration == MEASURE:
         cprior = await cite_prior(
             Prompt(system_prompt, user_template, tuple(shots)), labels, cite, student
         )
@@ -365,6 +370,7 @@ async def classify_with(
     prior: Mapping[str, float] | None = None,
     on_done: Callable[[], None] | None = None,
     cite: Sequence[str] | None = None,
+    cite_calibration: CitePrior | Literal["measure"] | None = MEASURE,
 ) -> list[Prediction]:
     """``classify`` with a whole ``Prompt`` (system prompt, user template, demonstrations)."""
     return await classify(
@@ -378,4 +384,5 @@ async def classify_with(
         on_done=on_done,
         prior=prior,
         cite=cite,
+        cite_calibration=cite_calibration,
     )

@@ -22,7 +22,7 @@ from pld import __version__
 from pld.cache import Cache
 from pld.models.client import ChatClient, Limits
 from pld.models.registry import parse_spec, resolve_chat
-from pld.phases.classify import CONTENT_FREE
+from pld.phases.classify import CONTENT_FREE, CitePrior
 from pld.predictions import Item, Prediction
 from pld.rulebook import Rulebook
 from pld.tasks.base import template_fields
@@ -67,6 +67,7 @@ class RunDirClassifier:
             self.rulebook.user_template,
         )
         self._prior: Mapping[str, float] | None = None
+        self._cite_prior: CitePrior | None = None
         self._warm = False
         self._lock = asyncio.Lock()
 
@@ -93,12 +94,16 @@ class RunDirClassifier:
             if self._warm:
                 return
             self._prior = await self.rulebook.aprior(self.student)
+            if self.cite:  # measured once, like the label prior, not once per micro-batch
+                self._cite_prior = await self.rulebook.acite_prior(self.student)
             if not self.rulebook.calibrate:  # still one call, so the prompt is in the cache
                 await self._predict([("warmup", dict.fromkeys(self.fields, CONTENT_FREE[0]), None)])
             self._warm = True
 
     async def _predict(self, items: list[Item]) -> list[Prediction]:
-        return await self.rulebook.apredict(items, self.student, prior=self._prior, cite=self.cite)
+        return await self.rulebook.apredict(
+            items, self.student, prior=self._prior, cite=self.cite, cite_prior=self._cite_prior
+        )
 
     async def classify(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
         if not self._warm:
