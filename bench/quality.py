@@ -31,7 +31,7 @@ from bench.common import RESULTS, SHARED_DATA, machine
 from bench.models import MODELS, fetch
 from bench.teacher_endpoint import TeacherEndpoint, check_no_test_items
 from pld.cache import Cache
-from pld.config import LAYOUT_NAMES, DistillConfig
+from pld.config import DistillConfig
 from pld.distiller import Distiller
 from pld.evaluate import mcnemar_counts, method_result, run_method
 from pld.models.client import Accountant, ChatClient, Limits
@@ -89,7 +89,6 @@ def distill_config(max_rounds: int, seed: int) -> DistillConfig:
         consolidate_max_tokens=250,
         resolve_max_tokens=500,
         teacher_concurrency=1,
-        decide_layouts=LAYOUT_NAMES,  # every layout, measured (the default skips one)
     )
 
 
