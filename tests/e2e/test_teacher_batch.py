@@ -28,13 +28,15 @@ COMMON = ("--task", "demo", "--student", SPEC, "--teacher", SPEC)
 # rule for at least one of them at the first attempt), one attempt each, short replies, one
 # resolve round and a small validation split. The decide stage asks the teacher nothing, so it
 # is outside what this test compares; off, it saves two runs' worth of uncached student passes
-# (cache_prompt=off prefills every prompt in full).
+# (cache_prompt=off prefills every prompt in full); one resolve candidate per round suffices to
+# put a resolve batch through the cycle.
 SMALL = ("--max-train", "4", "--max-rounds", "1", "--split", "0.5,0.08,0.42")
 CONFIG = """extract_max_attempts = 1
 extract_max_tokens = 160
 consolidate_max_tokens = 160
 resolve_max_tokens = 200
 resolve_train_sample = 4
+resolve_candidates = 1
 decide = false
 """
 
