@@ -262,8 +262,9 @@ class Bench:
         s_spec = spec(student, a.dataset)
         self.method(st, "zero-shot", s_spec, student, "zero-shot")
         self.method(st, "zero-shot-raw", s_spec, student, "zero-shot", calibrate=False)
+        # few-shot first, CoT last: CoT is the slowest method (decoding), so an interrupted
+        # run has every other row
         self.method(st, "few-shot", s_spec, student, "few-shot")
-        self.method(st, "cot", s_spec, student, "cot", items=self.test[: a.cot_n])
         run = self.out_dir / f"run-{student}"
         t0 = time.perf_counter()
         cfg = dataclasses.replace(
@@ -322,6 +323,7 @@ class Bench:
             )
             st["methods"]["zero-shot-fitted"]["decision"] = dict(zs)
             self.save()
+        self.method(st, "cot", s_spec, student, "cot", items=self.test[: a.cot_n])
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():
             if m != "pld":
