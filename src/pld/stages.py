@@ -191,6 +191,7 @@ class Fitting:
             candidates=cfg.resolve_candidates,
             pool=cfg.resolve_pool,
             min_net=cfg.resolve_min_net,
+            choose_calibration=cfg.decide_confidence if cfg.decide else None,
         )
         rounds: list[dict[str, Any]] = []
 

@@ -481,3 +481,32 @@ def test_the_summary_and_the_report_say_it_in_one_sentence(tmp_path: Path) -> No
     assert f"**Warning:** {rb.warning}" in md
     fine = asyncio.run(_decide(_rules_help))
     assert "WARNING" not in dict(decision_rows(fine))
+
+
+@pytest.mark.parametrize("choose", [None, 0.9])
+async def test_resolve_judges_under_the_calibration_decide_would_pick(
+    choose: float | None,
+) -> None:
+    """Calibration sends every fruit item to metal with this student; raw scores are right.
+    With the choice on, the loop reads raw scores (and finds nothing to repair); without it,
+    it learns from failures that only the calibrated reading has."""
+    task = make_task(12)
+    teacher = _seeded_teacher({})
+    _, rounds, preds = await resolve(
+        task,
+        RULES,
+        task.examples[::2],
+        task.examples[1::2],
+        ChatClient(DistStudent(_calibration_hurts), role="student"),
+        ChatClient(teacher, role="teacher"),
+        ResolveSettings(max_rounds=1, train_sample=6, candidates=1, choose_calibration=choose),
+    )
+    if choose is None:
+        assert "scoring" not in rounds[0] and rounds[1]["train_failures"] > 0
+        assert len(teacher.requests) == 1
+        return
+    scoring = rounds[0]["scoring"]
+    assert scoring["calibrate"] is False and "better in" in scoring["reason"]
+    assert scoring["scores"]["default, raw"] == 1.0 > scoring["scores"]["default, calibrated"]
+    assert rounds[0]["val_macro_f1"] == 1.0 and all(p.correct for p in preds)
+    assert rounds[1]["train_failures"] == 0 and teacher.requests == []
