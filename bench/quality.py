@@ -262,9 +262,6 @@ class Bench:
         s_spec = spec(student, a.dataset)
         self.method(st, "zero-shot", s_spec, student, "zero-shot")
         self.method(st, "zero-shot-raw", s_spec, student, "zero-shot", calibrate=False)
-        # few-shot first, CoT last: CoT is the slowest method (decoding), so an interrupted
-        # run has every other row
-        self.method(st, "few-shot", s_spec, student, "few-shot")
         run = self.out_dir / f"run-{student}"
         t0 = time.perf_counter()
         cfg = dataclasses.replace(
@@ -323,6 +320,9 @@ class Bench:
             )
             st["methods"]["zero-shot-fitted"]["decision"] = dict(zs)
             self.save()
+        # the baselines that cost most last (few-shot prefills k demonstrations, CoT decodes),
+        # so an interrupted run already has PLD against zero-shot
+        self.method(st, "few-shot", s_spec, student, "few-shot")
         self.method(st, "cot", s_spec, student, "cot", items=self.test[: a.cot_n])
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():
