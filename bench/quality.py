@@ -41,6 +41,7 @@ from pld.phases.layouts import render_layout
 from pld.predictions import example_items
 from pld.prompts import Prompt, student_prompt
 from pld.rulebook import Rulebook
+from pld.stages import Fitting
 from pld.tasks.base import Example, Task, stratified_sample, stratified_split
 from pld.tasks.datasets import load_contract_nli, load_stereoset
 
@@ -166,6 +167,13 @@ def parse_args() -> argparse.Namespace:
         help="Contract-NLI: contracts longer than this are shortened to the segments that share "
         "most words with the hypothesis (the 1.5B model prefills ~30 tokens/s here)",
     )
+    ap.add_argument(
+        "--teacher-only",
+        action="store_true",
+        help="run extraction and synthesis only (teacher, embedder; no student call) and stop: "
+        "records a frontier teacher's replies while the CPU is busy elsewhere; the same "
+        "command without this flag resumes the run from there",
+    )
     a = ap.parse_args()
     for m in [*([] if a.teacher == FRONTIER else [a.teacher]), *a.students.split(",")]:
         if m != "smollm2" and m not in MODELS:
@@ -200,6 +208,20 @@ def main() -> None:
         res["teacher_transcript"] = check_no_test_items(teacher_dir, (task.render(e) for e in test))
         bench.save()
     print("saved", res_path)
+
+
+class _TeacherPhasesDone(Exception):
+    """Raised by ``_TeacherPhases`` once synthesis is saved."""
+
+
+class _TeacherPhases(Distiller):
+    """A Distiller that stops after synthesis (``--teacher-only``): both stages are saved in
+    the run directory, so the full run resumes from them."""
+
+    async def _stages(self, f: Fitting) -> None:
+        rules, _ = await f.extract()
+        await f.synthesize(rules)
+        raise _TeacherPhasesDone
 
 
 @dataclass
@@ -260,27 +282,32 @@ class Bench:
         a, task = self.a, self.task
         st = self.res["students"].setdefault(student, {"methods": {}})
         s_spec = spec(student, a.dataset)
-        self.method(st, "zero-shot", s_spec, student, "zero-shot")
-        self.method(st, "zero-shot-raw", s_spec, student, "zero-shot", calibrate=False)
+        if not a.teacher_only:
+            self.method(st, "zero-shot", s_spec, student, "zero-shot")
+            self.method(st, "zero-shot-raw", s_spec, student, "zero-shot", calibrate=False)
         run = self.out_dir / f"run-{student}"
         t0 = time.perf_counter()
         cfg = dataclasses.replace(
             distill_config(a.max_rounds, a.seed), teacher_concurrency=teacher_concurrency
         )
-        d = Distiller(
+        d = (_TeacherPhases if a.teacher_only else Distiller)(
             teacher_spec,
             s_spec,
             "local:smollm2",
             cache=Cache(RESULTS / "quality" / "cache.sqlite"),
             config=cfg,
         )
-        d.fit(
-            task.with_examples(self.train),
-            task.with_examples(self.val),
-            run_dir=run,
-            resume=(run / "run.json").exists(),
-            force=not (run / "run.json").exists(),
-        )
+        try:
+            d.fit(
+                task.with_examples(self.train),
+                task.with_examples(self.val),
+                run_dir=run,
+                resume=(run / "run.json").exists(),
+                force=not (run / "run.json").exists(),
+            )
+        except _TeacherPhasesDone:
+            print(f"{student}: extraction and synthesis recorded in {run}", flush=True)
+            return
         st["distill"] = {
             "wall_s_this_process": time.perf_counter() - t0,
             "usage_by_role": d.usage_["by_role"],
