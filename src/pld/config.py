@@ -50,6 +50,10 @@ class DistillConfig:
     resolve_candidates: int = 2
     resolve_pool: int = 48
     resolve_min_net: int = 2
+    # judge candidates under the calibration the decide stage would pick for the synthesized
+    # set (chosen on validation, by decide's rule); off: under ``calibrate`` as configured.
+    # Only with ``decide`` on.
+    resolve_fit_calibration: bool = True
     # phase 4: contextual calibration of the student's label distribution (the default the
     # decide stage starts from)
     calibrate: bool = True

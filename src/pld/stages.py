@@ -191,7 +191,9 @@ class Fitting:
             candidates=cfg.resolve_candidates,
             pool=cfg.resolve_pool,
             min_net=cfg.resolve_min_net,
-            choose_calibration=cfg.decide_confidence if cfg.decide else None,
+            choose_calibration=(
+                cfg.decide_confidence if cfg.decide and cfg.resolve_fit_calibration else None
+            ),
         )
         rounds: list[dict[str, Any]] = []
 

@@ -93,9 +93,22 @@ def test_a_fresh_fit_with_the_legacy_settings_sends_the_prechange_requests(tmp_p
 
 def test_a_fresh_fit_with_the_defaults_still_sends_every_prechange_request(tmp_path: Path) -> None:
     """More candidates, a larger pool and the decide stage add requests; every request the old
-    code sent is still among them (so recorded replies keep hitting the cache)."""
-    teacher, student = _fit(tmp_path, CFG)
+    code sent is still among them (so recorded replies keep hitting the cache) — unless the
+    loop judges under other scores than the old code did (``resolve_fit_calibration``: this
+    student's raw scores beat its calibrated ones), which changes what the teacher is shown."""
+    teacher, student = _fit(tmp_path, replace(CFG, resolve_fit_calibration=False))
     old = json.loads((FIX / "prechange_requests.json").read_text())
     assert set(old["teacher"]) <= set(request_hashes(teacher.requests))
     assert set(old["student"]) <= set(request_hashes(student.requests))
     assert (tmp_path / "run" / "decision.json").exists()
+
+
+def test_judging_under_the_fitted_calibration_is_recorded_and_changes_what_is_shown(
+    tmp_path: Path,
+) -> None:
+    teacher, _ = _fit(tmp_path, CFG)
+    rounds = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    scoring = rounds[0]["scoring"]
+    assert scoring["calibrate"] is False and "better in" in scoring["reason"]
+    old = json.loads((FIX / "prechange_requests.json").read_text())
+    assert not set(old["teacher"]) <= set(request_hashes(teacher.requests))
