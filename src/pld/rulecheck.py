@@ -167,8 +167,11 @@ def rule_problem(rule: str, sources: Iterable[str] = (), labels: Sequence[str] =
     return None
 
 
-def _label_alt(labels: Sequence[str]) -> str:
-    return "|".join(re.escape(lab) for lab in sorted(labels, key=len, reverse=True))
+def _is_label(labels: Sequence[str]) -> str:
+    """The regex tail "is/are [labelled as] LABEL", longest label first so no label's prefix
+    wins over the whole label."""
+    alt = "|".join(re.escape(lab) for lab in sorted(labels, key=len, reverse=True))
+    return rf"(?:is|are)\s+(?:(?:labell?ed|classified)\s+(?:as\s+)?)?[\"'“]?(?:{alt})\b"
 
 
 _NOT_A_SUBJECT = frozenset(
@@ -182,8 +185,7 @@ def _described_as_label(rule: str, labels: Sequence[str]) -> bool:
     if not labels:
         return False
     pat = re.compile(
-        r"\b(\w+)[^\w\s]*\s+(?:is|are)\s+(?:(?:labell?ed|classified)\s+(?:as\s+)?)?"
-        rf"[\"'“]?(?:{_label_alt(labels)})\b",
+        r"\b(\w+)[^\w\s]*\s+" + _is_label(labels),
         re.I,
     )
     return any(m.group(1).lower() not in _NOT_A_SUBJECT for m in pat.finditer(rule))
@@ -193,8 +195,8 @@ def _all_are_label(rule: str, labels: Sequence[str]) -> bool:
     if not labels:
         return False
     pat = re.compile(
-        r"\b(?:everything|anything|(?:every|each|any|all)\s+(?:\w+\s+){0,2}?)\s*(?:is|are)\s+"
-        rf"(?:(?:labell?ed|classified)\s+(?:as\s+)?)?[\"'“]?(?:{_label_alt(labels)})\b",
+        r"\b(?:everything|anything|(?:every|each|any|all)\s+(?:\w+\s+){0,2}?)\s*"
+        + _is_label(labels),
         re.I,
     )
     return pat.search(rule) is not None
