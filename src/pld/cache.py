@@ -42,6 +42,8 @@ def cache_key(payload: Any) -> str:
 
 
 def default_cache_path() -> Path:
+    """Where the cache lives unless ``--cache`` says otherwise: ``$PLD_CACHE``, else the XDG cache
+    folder, so every run on a machine shares one cache by default."""
     env = os.environ.get("PLD_CACHE")
     if env:
         return Path(env)
@@ -180,6 +182,8 @@ class Cache:
 
     # -- completions -------------------------------------------------------------------------
     def get_completion(self, key: str) -> dict[str, Any] | None:
+        """The stored completion record, or None; an unreadable entry is dropped and treated as a
+        miss rather than returned, since a wrong cached answer would poison the run."""
         with self._lock:
             row = self._conn.execute("SELECT value FROM completions WHERE key=?", (key,)).fetchone()
         if row is None:
@@ -195,6 +199,7 @@ class Cache:
             return None
 
     def put_completion(self, key: str, value: dict[str, Any]) -> None:
+        """Store one completion; a read-only cache makes it a no-op (warned once), not an error."""
         blob = json.dumps(value, sort_keys=True, ensure_ascii=False)
         self._write(
             "INSERT OR REPLACE INTO completions(key, value, created) VALUES (?,?,?)",
@@ -211,10 +216,13 @@ class Cache:
             )
 
     def delete_completion(self, key: str) -> None:
+        """Forget an unreadable entry, so the next lookup is a miss and the call is made again."""
         self._write("DELETE FROM completions WHERE key=?", [(key,)])
 
     # -- embeddings --------------------------------------------------------------------------
     def get_embedding(self, key: str) -> NDArray[np.float32] | None:
+        """The stored vector, or None; a vector of the wrong shape or with non-finite values is
+        dropped and treated as a miss."""
         with self._lock:
             row = self._conn.execute(
                 "SELECT dim, vector FROM embeddings WHERE key=?", (key,)
@@ -229,6 +237,7 @@ class Cache:
         return vec.copy()
 
     def put_embeddings(self, items: list[tuple[str, NDArray[np.float32]]]) -> None:
+        """Store many vectors in one write; on a read-only cache this is a no-op (warned once)."""
         now = time.time()
         rows = [
             (k, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes(), now) for k, v in items
@@ -238,11 +247,13 @@ class Cache:
         )
 
     def stats(self) -> dict[str, int]:
+        """Entry counts per table: how callers and tests see what a run actually stored."""
         with self._lock:
             c = self._conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
             e = self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
         return {"completions": int(c), "embeddings": int(e)}
 
     def close(self) -> None:
+        """Close the connection; the cache is unusable afterwards."""
         with self._lock:
             self._conn.close()

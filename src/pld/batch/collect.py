@@ -31,6 +31,8 @@ _NAME_RE = re.compile(r"^requests-(?P<phase>[a-z0-9_]+)-(?P<n>[0-9]+)\.manifest\
 
 
 def sha256_file(path: Path) -> str:
+    """The manifest records the request file's digest so an import can refuse a file edited since
+    export; read in 1 MiB chunks so a large batch never sits in memory whole."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -40,6 +42,9 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Manifest:
+    """One export's commit record, as read back: an import trusts only the requests a manifest
+    names, for the run and teacher it names."""
+
     path: Path
     run_id: str
     phase: str
@@ -52,6 +57,8 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
+        """Load a manifest written by ``flush``; a damaged or foreign one is a RunDirError naming
+        how to recover, never a partial Manifest."""
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
             if d.get("format") != MANIFEST_FORMAT:
@@ -81,15 +88,20 @@ class BatchDir:
         self.path = Path(path)
 
     def manifests(self) -> list[Manifest]:
+        """Every committed export, ordered by phase and number; a requests file without its
+        manifest is an interrupted export and is not listed."""
         if not self.path.is_dir():
             return []
         found = [p for p in self.path.iterdir() if _NAME_RE.match(p.name)]
         return sorted((Manifest.read(p) for p in found), key=lambda m: (m.phase, m.n))
 
     def next_n(self, phase: str) -> int:
+        """The number of ``phase``'s next export: one past the last, so none is overwritten."""
         return 1 + max((m.n for m in self.manifests() if m.phase == phase), default=0)
 
     def imports(self) -> list[dict[str, Any]]:
+        """Every import recorded so far, oldest first: how often a request already went out, and
+        how it came back, is read from here."""
         p = self.path / IMPORT_LOG
         if not p.exists():
             return []
@@ -196,6 +208,8 @@ class BatchCollector:
         return c
 
     def on_miss(self, key: str, messages: Sequence[Message], options: GenOptions) -> None:
+        """Queue the missed request for the next export and defer the caller. A request that went
+        out ``max_exports`` times without a reply is an error, so a run cannot loop forever."""
         cid = custom_id_for(key)
         went = self._exports.get(key, [])
         if len(went) >= self.max_exports:

@@ -59,6 +59,8 @@ class _Outcome:
 
 @dataclass
 class ImportReport:
+    """What an import did, line by line, so the CLI can report it and ``imports.jsonl`` log it."""
+
     imported: int = 0
     already: int = 0
     duplicates: int = 0
@@ -69,6 +71,7 @@ class ImportReport:
     pending: int = 0
 
     def summary(self) -> str:
+        """The one line the CLI prints after an import."""
         return (
             f"imported {self.imported} teacher replies ({self.already} already in the cache, "
             f"{self.duplicates} identical duplicate lines ignored); {len(self.problems)} "

@@ -37,6 +37,9 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class RunReport:
+    """What a local batch run did, for ``pld teacher run`` to report; ``skipped`` counts requests
+    an earlier run of the same output file already answered, so a restart answers only the rest."""
+
     total: int = 0
     skipped: int = 0  # answered by an earlier run of the same output file
     answered: int = 0

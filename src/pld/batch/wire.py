@@ -30,6 +30,8 @@ _ROLES = ("system", "user", "assistant")
 
 
 def custom_id_for(key: str) -> str:
+    """The ``custom_id`` a request goes out under: the prefix marks it as pld's, the key names the
+    cache entry its reply fills (``key_of`` reverses it)."""
     return CUSTOM_ID_PREFIX + key
 
 
@@ -63,6 +65,8 @@ class BatchTarget:
 def input_line(
     key: str, messages: Sequence[Message], options: GenOptions, target: BatchTarget
 ) -> dict[str, Any]:
+    """One Batch API request line: the same body a live call would send, so a batch reply answers
+    exactly the request that missed the cache."""
     return {
         "custom_id": custom_id_for(key),
         "method": "POST",
@@ -178,6 +182,8 @@ def completion_body(comp: Completion, *, model: str, custom_id: str) -> dict[str
 
 
 def output_line(custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """A successful result line in the provider's format, so ``pld teacher run`` writes files the
+    importer reads exactly like a provider's."""
     return {
         "id": "batch_req_" + uuid.uuid4().hex,
         "custom_id": custom_id,
@@ -187,6 +193,7 @@ def output_line(custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def error_line(custom_id: str, code: str, message: str) -> dict[str, Any]:
+    """A failed result line in the provider's format: its request stays pending, goes out again."""
     return {
         "id": "batch_req_" + uuid.uuid4().hex,
         "custom_id": custom_id,

@@ -21,10 +21,13 @@ Role = Literal["system", "user", "assistant"]
 
 @dataclass(frozen=True)
 class Message:
+    """One chat turn. Frozen: messages go into cache keys, so they must not change afterwards."""
+
     role: Role
     content: str
 
     def to_dict(self) -> dict[str, str]:
+        """The wire and cache-key form; cache keys depend on it, so its shape must stay stable."""
         return {"role": self.role, "content": self.content}
 
 
@@ -92,6 +95,8 @@ class GenOptions:
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens one call consumed, as the backend reported them: what the client prices and sums."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
@@ -106,6 +111,9 @@ class Usage:
 
 @dataclass(frozen=True)
 class TokenLogprob:
+    """One generated token and its log-probability, returned when ``GenOptions.logprobs`` asks;
+    cached and written to batch result lines with its completion, so nothing returned is lost."""
+
     token: str
     logprob: float
 
@@ -130,6 +138,8 @@ class Completion:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The form stored in the cache and read back by ``from_json``. ``cached`` is left out: it
+        says where an answer came from, not what it was."""
         return {
             "text": self.text,
             "finish_reason": self.finish_reason,
@@ -147,6 +157,7 @@ class Completion:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], *, cached: bool = False) -> Completion:
+        """Rebuild a completion stored by ``to_json``; ``cached`` marks it as a cache hit."""
         tl = d.get("token_logprobs")
         return cls(
             text=str(d["text"]),
@@ -173,7 +184,11 @@ class ChatModel(Protocol):
         Never contains secrets, base URLs or headers."""
         ...
 
-    async def complete(self, messages: Sequence[Message], options: GenOptions) -> Completion: ...
+    async def complete(self, messages: Sequence[Message], options: GenOptions) -> Completion:
+        """Send one request and return the model's answer. Raise a ``BackendError`` (retryable
+        or not) on failure, and enforce ``options.json_schema``/``choices`` where the backend
+        can; retries, caching and accounting are the client's job, not the backend's."""
+        ...
 
 
 @runtime_checkable
@@ -181,6 +196,12 @@ class Embedder(Protocol):
     """Anything that turns texts into fixed-width vectors."""
 
     @property
-    def identity(self) -> str: ...
+    def identity(self) -> str:
+        """A stable name for the embedding model: part of every embedding cache key. Never
+        contains secrets, base URLs or headers."""
+        ...
 
-    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """One row per text, in order, all of one width. Raise a ``BackendError`` on failure:
+        retries, caching and batching are the client's job, not the backend's."""
+        ...

@@ -42,6 +42,7 @@ class Price:
     output_per_mtok: float = 0.0
 
     def cost(self, usage: Usage) -> float:
+        """The dollars a call with this usage costs: what the cost cap and the ledger count."""
         return (
             usage.prompt_tokens * self.input_per_mtok
             + usage.completion_tokens * self.output_per_mtok
@@ -50,6 +51,9 @@ class Price:
 
 @dataclass(frozen=True)
 class Limits:
+    """How hard a client may push one backend (concurrency, rate, timeout) and how it retries;
+    invalid limits fail at construction, not mid-run."""
+
     max_concurrency: int = 4
     max_retries: int = 4
     backoff_base_s: float = 0.5
@@ -67,6 +71,9 @@ class Limits:
 
 @dataclass
 class RoleStats:
+    """Running totals for one (role, phase): calls, failures and retries are counted, never
+    dropped, so a run's report accounts for every call it made."""
+
     calls: int = 0
     cache_hits: int = 0
     failures: int = 0
@@ -79,6 +86,7 @@ class RoleStats:
     errors: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The form written to ``run.json`` and the run summaries."""
         return asdict(self)
 
 
@@ -135,10 +143,12 @@ class Accountant:
 
     @property
     def total_calls(self) -> int:
+        """Calls sent across every role and phase: what the ``max_calls`` cap counts."""
         return sum(s.calls for s in self.stats.values())
 
     @property
     def total_cost(self) -> float:
+        """Dollars spent across every role and phase: what the cost cap counts."""
         return sum(s.cost_usd for s in self.stats.values())
 
     def check_budget(self) -> None:
@@ -217,11 +227,13 @@ class Accountant:
         self._notify(True)
 
     def record_hit(self, role: str) -> None:
+        """Count a cache hit: free, but a report that hid it would misstate the work done."""
         with self._lock:
             self._s(role).cache_hits += 1
         self._notify(False)
 
     def by_role(self) -> dict[str, dict[str, Any]]:
+        """Usage summed over phases per role, as one consistent snapshot (for ``run.json``)."""
         out: dict[str, RoleStats] = {}
         with self._lock:  # a consistent snapshot while other threads settle calls
             for (role, _), s in self.stats.items():
@@ -230,6 +242,7 @@ class Accountant:
             return {r: s.to_json() for r, s in sorted(out.items())}
 
     def by_phase(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Usage per phase, then per role, as one consistent snapshot (for ``run.json``)."""
         out: dict[str, dict[str, dict[str, Any]]] = {}
         with self._lock:
             for (role, phase), s in sorted(self.stats.items()):
@@ -264,6 +277,8 @@ class RateLimiter:
         self._lock = asyncio.Lock()
 
     async def acquire(self, tokens: int) -> None:
+        """Wait until one more request of ``tokens`` fits the last minute's window. A request over
+        the token limit on its own goes through alone, rather than waiting forever."""
         if self.rpm is None and self.tpm is None:
             return
         async with self._lock:
@@ -409,7 +424,10 @@ class MissHandler(Protocol):
     (``pld.batch.BatchCollector``) records the request there and raises ``TeacherDeferred``
     instead of calling the model; returning normally lets the call go ahead."""
 
-    def on_miss(self, key: str, messages: Sequence[Message], options: GenOptions) -> None: ...
+    def on_miss(self, key: str, messages: Sequence[Message], options: GenOptions) -> None:
+        """Called with the cache key and the request before the model is called. Raise to
+        stop the call (batch mode raises ``TeacherDeferred``); return to let it go ahead."""
+        ...
 
 
 class ChatClient:
@@ -442,9 +460,13 @@ class ChatClient:
 
     @property
     def max_in_flight(self) -> int:
+        """The most calls this client ever had in flight at once: how tests see that concurrency
+        really happened and never exceeded the limit."""
         return self._retry.max_in_flight
 
     def key(self, messages: Sequence[Message], options: GenOptions, sample: int) -> str:
+        """The cache key of a request: built from what is asked (model identity, messages, options,
+        sample index), never from credentials or endpoints, so a cache file is safe to share."""
         return cache_key(
             {
                 "v": CACHE_VERSION,
@@ -459,6 +481,9 @@ class ChatClient:
     async def complete(
         self, messages: Sequence[Message], options: GenOptions, *, sample: int = 0
     ) -> Completion:
+        """Answer from the cache when it can; otherwise consult ``on_miss``, then call the model
+        under the caps, limits and retries, and cache the answer. ``sample`` tells repeated samples
+        of one request apart, so each gets its own cache entry."""
         key = self.key(messages, options, sample)
         if self.cache is not None:
             hit = self.cache.get_completion(key)
@@ -515,6 +540,8 @@ class EmbedClient:
         )
 
     async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Vectors for ``texts`` in order: cached ones are reused, the rest are embedded in batches
+        of ``batch_size`` under the client's limits and retries, then cached one text at a time."""
         keys = [self._key(t) for t in texts]
         found: dict[int, NDArray[np.float32]] = {}
         if self.cache is not None:

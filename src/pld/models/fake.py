@@ -22,11 +22,17 @@ Responder = Callable[[Sequence[Message], GenOptions], Reply]
 
 @dataclass
 class Request:
+    """One request as the fake model received it, so a test can assert on exactly what was sent."""
+
     messages: tuple[Message, ...]
     options: GenOptions
 
 
 class ScriptedChatModel:
+    """A ``ChatModel`` that replies from a script (a list, or a function of the request), records
+    every request and raises scripted exceptions: unit tests and fault injection drive the real
+    client path with it instead of a real model."""
+
     def __init__(
         self,
         script: Sequence[Reply] | Responder,

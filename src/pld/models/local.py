@@ -65,6 +65,8 @@ def smollm2_path() -> Path:
 
 
 def resolve_model_path(name: str) -> Path:
+    """The GGUF file a ``local:`` spec names: an embedded model's name or an existing path;
+    anything else is a ModelNotFound that says what to give instead."""
     if name in EMBEDDED:
         return smollm2_path()
     p = Path(name).expanduser()
@@ -86,6 +88,9 @@ def file_identity(path: Path) -> str:
 
 @dataclass(frozen=True)
 class EngineConfig:
+    """Everything that makes two llama.cpp engines differ; frozen and hashable, as engines are
+    shared per config (``get_engine``). Out-of-range sizes fail here, before llama.cpp starts."""
+
     path: str
     n_ctx: int = 8192
     n_parallel: int = 1
@@ -177,6 +182,8 @@ class LlamaEngine:
             )
 
     def tokenize(self, text: str) -> list[int]:
+        """The model's token ids for ``text`` (memoised): constrained classification needs each
+        label's first token to build its grammar and logit bias."""
         with self._lock:
             if text in self._tok_cache:
                 return self._tok_cache[text]
@@ -195,6 +202,9 @@ class LlamaEngine:
         return ids
 
     def call(self, kind: str, req: dict[str, Any]) -> dict[str, Any]:
+        """Run one chat or embedding request in-process. llama.cpp's errors become
+        ``BackendError``s (a context overflow is ``ContextOverflow``), which the client retries
+        or reports."""
         handler = {
             "chat": self.server.handle_chat_completions,
             "embed": self.server.handle_embeddings,

@@ -233,6 +233,9 @@ def completion_from_body(
 
 
 class OpenAIChatModel(_OpenAIBase):
+    """A ``ChatModel`` for any OpenAI-compatible chat endpoint; ``dialect`` says how the server
+    takes output constraints, since llama.cpp and vLLM read them from different request fields."""
+
     @property
     def identity(self) -> str:
         return f"openai:{self.model}"
@@ -254,6 +257,8 @@ class OpenAIChatModel(_OpenAIBase):
 
 
 class OpenAIEmbedder(_OpenAIBase):
+    """An ``Embedder`` for any OpenAI-compatible embeddings endpoint."""
+
     @property
     def identity(self) -> str:
         return f"openai-embed:{self.model}"

@@ -35,6 +35,9 @@ SPEC_HELP = (
 
 @dataclass(frozen=True)
 class Spec:
+    """A model spec taken apart. It may hold credentials (URL userinfo, query values), so it is
+    never stored or shown as is: ``redact_spec`` the original string instead."""
+
     backend: str
     model: str
     base_url: str | None = None
@@ -67,6 +70,8 @@ def redact_specs(values: dict[str, object]) -> dict[str, object]:
 
 
 def parse_spec(spec: str) -> Spec:
+    """Split and validate a spec string before any backend is built: an unknown backend or option,
+    a bad value or a redacted spec is one ConfigError naming the fix, never ignored."""
     if not isinstance(spec, str) or ":" not in spec:
         raise ConfigError(f"unknown model spec {redact_spec(spec)!r}; {SPEC_HELP}")
     if f"{REDACTED}@" in spec or f"={REDACTED}" in spec:
@@ -123,6 +128,8 @@ def _option_value(name: str, raw: str, kind: type, spec: str) -> object:
 
 
 def resolve_chat(spec: str, *, api_key: str | None = None) -> ChatModel:
+    """The ``ChatModel`` a spec names; backends are imported on demand, so using one never needs
+    the other's dependencies."""
     s = parse_spec(spec)
     if s.backend == "local":
         from pld.models.local import LocalChatModel
@@ -148,6 +155,7 @@ def resolve_chat(spec: str, *, api_key: str | None = None) -> ChatModel:
 
 
 def resolve_embedder(spec: str, *, api_key: str | None = None) -> Embedder:
+    """The ``Embedder`` a spec names; backends are imported on demand, as for ``resolve_chat``."""
     s = parse_spec(spec)
     if s.backend == "local":
         from pld.models.local import LocalEmbedder

@@ -12,11 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pld._async import gather_all
-from pld.guards import rule_problem
 from pld.models.client import ChatClient
 from pld.phases._teacher import ask_json
 from pld.prompts import EXTRACT_SCHEMA, extract_prompt
-from pld.rulecheck import condition_words, copied_span
+from pld.rulecheck import condition_words, copied_span, rule_problem
 from pld.tasks.base import Example, Task
 
 

@@ -32,7 +32,6 @@ from typing import Any
 
 from pld._async import gather_all
 from pld.decide import Candidate, choose
-from pld.guards import rule_problem
 from pld.metrics import macro_f1
 from pld.models.client import ChatClient
 from pld.phases._teacher import ask_json
@@ -40,7 +39,7 @@ from pld.phases.classify import classify
 from pld.phases.layouts import DEFAULT_LAYOUT
 from pld.predictions import Prediction, example_items
 from pld.prompts import resolve_prompt, resolve_schema, rules_listing, system_prompt_for
-from pld.rulecheck import condition_words, copied_span
+from pld.rulecheck import condition_words, copied_span, rule_problem
 from pld.rules import Edit, InstructionSet
 from pld.tasks.base import Example, Task
 

@@ -14,7 +14,7 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +22,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pld._async import gather_all
-from pld.guards import member_sources, rule_problem
 from pld.models.client import ChatClient, EmbedClient
 from pld.phases._teacher import ask_json
 from pld.phases.extract import RawRule
 from pld.prompts import consolidate_prompt, consolidate_schema
-from pld.rulecheck import condition_words
+from pld.rulecheck import condition_words, rule_problem
 from pld.rules import Instruction, InstructionSet
 from pld.tasks.base import Task
 
@@ -213,6 +212,12 @@ def _cluster_by_label(
     )
 
 
+def _member_sources(task: Task, example_ids: Iterable[str]) -> list[str]:
+    """The rendered inputs with these ids: what a consolidated rule must not copy."""
+    ids = set(example_ids)
+    return [task.render(e) for e in task.examples if e.id in ids]
+
+
 def _fit_budget(
     members: Sequence[RawRule], budget_tokens: int, rng: random.Random
 ) -> list[RawRule]:
@@ -247,7 +252,7 @@ async def _consolidate(
     )
     counts = Counter(r.label for r in members)
     majority = tuple(lab for lab, c in counts.most_common() if c >= 0.25 * len(members))
-    srcs = member_sources(task, (r.example_id for r in members))
+    srcs = _member_sources(task, (r.example_id for r in members))
     task_words = set(condition_words(task.description, task.labels)) | _TASK_TALK
 
     def validate(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:

@@ -18,6 +18,8 @@ def _ready(r: Running) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the service from argv and return the exit code: 2 with a one-line error for a PLDError,
+    so a load script can tell bad arguments from a crash."""
     ap = argparse.ArgumentParser(prog="python -m pld.service", description=__doc__)
     ap.add_argument("run_dir")
     ap.add_argument("--student", required=True, help="e.g. local:smollm2?slots=4")

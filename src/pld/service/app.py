@@ -51,6 +51,7 @@ CLIENT_CLOSED = 499  # nginx's code for "client closed the request"; never reach
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
+    """Every error the service returns has this one JSON shape, so a client parses one format."""
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 

@@ -16,6 +16,9 @@ INFO_KEYS = ("rulebook_version", "labels", "input_fields", "rules")
 
 
 class Classifier(Protocol):
+    """The only thing the HTTP app knows about classification, so the app, the queue and their
+    tests never depend on run directories, prompts or models."""
+
     async def warmup(self) -> None:
         """Called once before the service reports ready: load what is slow to load and put the
         rulebook's system prompt into the engine's prefix cache."""
@@ -32,6 +35,8 @@ class Classifier(Protocol):
 
 
 def check_info(info: Mapping[str, Any]) -> None:
+    """Fail at startup, not on the first request, when a classifier's ``info()`` lacks what the app
+    needs to validate requests and describe the rulebook."""
     missing = [k for k in INFO_KEYS if k not in info]
     if missing:
         raise ValueError(f"classifier info() lacks {missing}")
@@ -40,6 +45,8 @@ def check_info(info: Mapping[str, Any]) -> None:
 
 
 def invalid_reason(p: Prediction) -> str | None:
+    """Why an item got no label, in the API's terms (None when it got one): a client can tell an
+    input too long for the context from a student reply that was not a label."""
     if p.label is not None:
         return None
     return "context_overflow" if p.raw.startswith(OVERFLOW) else "not_a_label"

@@ -50,13 +50,19 @@ class _Metric:
         return tuple(str(v) for v in labels)
 
     def header(self) -> list[str]:
+        """The ``# HELP`` and ``# TYPE`` lines that must precede a metric's samples."""
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
     def samples(self) -> list[str]:
+        """The metric's sample lines in exposition format, one per series (a histogram: its
+        buckets, ``_sum`` and ``_count``), in a stable order so scrapes diff cleanly."""
         raise NotImplementedError
 
 
 class Counter(_Metric):
+    """A count that only goes up, one series per set of label values. An unlabelled counter is
+    exported as 0 before its first increment, so rates over it start from the first scrape."""
+
     kind = "counter"
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
@@ -64,10 +70,12 @@ class Counter(_Metric):
         self._values: dict[LabelValues, float] = {}
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
+        """Add ``amount`` to the series ``labels`` names (one value per label name)."""
         k = self._key(labels)
         self._values[k] = self._values.get(k, 0.0) + amount
 
     def value(self, *labels: str) -> float:
+        """The current value of one series (0 before its first ``inc``), so tests can read it."""
         return self._values.get(self._key(labels), 0.0)
 
     def samples(self) -> list[str]:
@@ -93,6 +101,9 @@ class Gauge(_Metric):
 
 
 class Histogram(_Metric):
+    """Observations in fixed cumulative buckets, with sum and count, as Prometheus expects, so
+    percentiles can be estimated on the scraping side."""
+
     kind = "histogram"
 
     def __init__(
@@ -108,6 +119,7 @@ class Histogram(_Metric):
         self._sums: dict[LabelValues, float] = {}
 
     def observe(self, value: float, *labels: str) -> None:
+        """Count ``value`` in its bucket of the series named by ``labels``."""
         k = self._key(labels)
         counts = self._counts.setdefault(k, [0] * (len(self.buckets) + 1))
         for i, b in enumerate(self.buckets):
@@ -119,6 +131,7 @@ class Histogram(_Metric):
         self._sums[k] = self._sums.get(k, 0.0) + value
 
     def count(self, *labels: str) -> int:
+        """How many observations one series has, so tests can read it."""
         return sum(self._counts.get(self._key(labels), []))
 
     def samples(self) -> list[str]:
@@ -175,6 +188,7 @@ class ServiceMetrics:
         )
 
     def all(self) -> list[_Metric]:
+        """Every series, in the order ``render`` exports them."""
         return [
             self.requests,
             self.latency,
@@ -189,6 +203,7 @@ class ServiceMetrics:
         ]
 
     def render(self) -> str:
+        """The ``GET /metrics`` body in Prometheus text format 0.0.4."""
         lines: list[str] = []
         for m in self.all():
             lines += m.header() + m.samples()

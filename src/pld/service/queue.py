@@ -52,6 +52,9 @@ class _Job:
 
 
 class MicroBatcher:
+    """The bounded queue with its workers: admits a request's items whole or refuses them at once
+    (``QueueFull``), and feeds them to ``classify`` in micro-batches of at most ``max_batch``."""
+
     def __init__(
         self,
         classify: ClassifyFn,
@@ -75,14 +78,17 @@ class MicroBatcher:
 
     @property
     def depth(self) -> int:
+        """Items waiting for a worker: the queue-depth gauge, and what ``Retry-After`` scales."""
         return self._queue.qsize() if self._queue is not None else 0
 
     @property
     def in_flight(self) -> int:
+        """Items a worker has handed to ``classify`` and not yet answered."""
         return self._in_flight
 
     @property
     def running(self) -> bool:
+        """Whether the workers run: ``start`` and ``stop`` bracket the app's lifespan."""
         return bool(self._tasks)
 
     def start(self) -> None:

@@ -31,10 +31,13 @@ class Running:
     _server: object
 
     def stop(self) -> None:
+        """Ask uvicorn to stop gracefully (in-flight requests finish); safe from another thread."""
         self._server.should_exit = True  # type: ignore[attr-defined]
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before uvicorn or the model starts: port 0 yields the real port,
+    and a port in use is a one-line ConfigError before any slow loading."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -33,6 +33,9 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class InputLimits:
+    """Bounds on one request, checked before any work is queued, so one client cannot take the
+    engine's memory or slots; each violation is a 413."""
+
     max_body_bytes: int = 256 * 1024
     max_input_chars: int = 16_000  # per item, all fields together
     max_items: int = 64  # per request
@@ -40,6 +43,9 @@ class InputLimits:
 
 @dataclass(frozen=True)
 class ParsedRequest:
+    """A request that passed validation: item ids and fields in order, and whether it used the
+    single-item form (``input``) so the answer keeps the same shape."""
+
     ids: list[str]
     items: list[dict[str, str]]
     single: bool
@@ -58,6 +64,7 @@ def _type_name(v: Any) -> str:
 
 
 def check_content_type(value: str | None) -> None:
+    """Refuse a body that is not declared JSON with 415, before it is read."""
     media = (value or "").split(";", 1)[0].strip().lower()
     if media != "application/json":
         raise RequestError(
@@ -69,6 +76,7 @@ def check_content_type(value: str | None) -> None:
 
 
 def decode_json(body: bytes) -> Any:
+    """The parsed body; bad UTF-8 or bad JSON is a 400 that says where it broke."""
     try:
         return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -125,6 +133,8 @@ def _item(
 
 
 def parse_request(doc: Any, fields: Sequence[str], limits: InputLimits) -> ParsedRequest:
+    """Check a decoded body against the rulebook's input fields and the limits, so nothing
+    invalid reaches the queue: the first problem is a ``RequestError`` (4xx) naming its item."""
     shape = 'send {"input": {...}} for one item or {"inputs": [{...}, ...]} for a list'
     if not isinstance(doc, Mapping):
         raise RequestError(422, "invalid_body", f"the body must be a JSON object; {shape}")

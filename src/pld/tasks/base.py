@@ -18,6 +18,8 @@ _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def template_fields(template: str) -> list[str]:
+    """The ``{field}`` names a template uses, in order (repeats kept): what every example and every
+    service request must supply."""
     return _FIELD.findall(template)
 
 
@@ -35,6 +37,9 @@ def render_template(template: str, fields: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class Example:
+    """One labelled input as named fields; ``group`` keeps related examples (one document, one
+    cluster) in one split, so no split leaks into another."""
+
     id: str
     fields: Mapping[str, str]
     label: str
@@ -43,6 +48,9 @@ class Example:
 
 @dataclass(frozen=True)
 class Task:
+    """What to classify, into which labels, and the examples. Checked whole at construction, so a
+    bad task fails when loaded with one DataError, never halfway through a paid run."""
+
     name: str
     description: str
     labels: tuple[str, ...]
@@ -68,9 +76,11 @@ class Task:
         validate_examples(self.examples, self.labels, template_fields(self.input_template))
 
     def render(self, ex: Example) -> str:
+        """The example's text exactly as teacher and student see it."""
         return render_template(self.input_template, ex.fields)
 
     def with_examples(self, examples: Iterable[Example]) -> Task:
+        """The same task with other examples (a split), validated again like any new task."""
         return Task(
             self.name,
             self.description,
@@ -85,6 +95,8 @@ class Task:
 def validate_examples(
     examples: Sequence[Example], labels: Sequence[str], needed: Sequence[str]
 ) -> None:
+    """Refuse duplicate ids, labels outside the label set and missing or empty fields, naming the
+    example, before any model sees the data."""
     seen: set[str] = set()
     label_set = set(labels)
     for ex in examples:
@@ -103,6 +115,9 @@ def validate_examples(
 
 @dataclass(frozen=True)
 class Split:
+    """Train, validation and test examples as ``stratified_split`` deals them: disjoint, with every
+    group whole in one part."""
+
     train: tuple[Example, ...]
     val: tuple[Example, ...]
     test: tuple[Example, ...]
@@ -147,6 +162,8 @@ def stratified_split(
 
 
 def require_all_labels(examples: Sequence[Example], labels: Sequence[str], what: str) -> None:
+    """Refuse a split that lacks a label: rules cannot be learned, nor a decision fitted, for a
+    label the split never shows."""
     present = {e.label for e in examples}
     missing = [lab for lab in labels if lab not in present]
     if missing:
