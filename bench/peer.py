@@ -9,7 +9,7 @@ Local teacher (``bench/results/quality/<dataset>/``):
 
 Starts one llama.cpp OpenAI-compatible server (``python -m pld.serve``) with the model — it
 is both teacher and student, as in ``bench.quality`` — creates the separate DSPy environment
-``.venv-dspy`` on first use (``pip install "dspy[optuna]==3.4.1"``, which brings ``gepa``;
+``.venv-dspy`` on first use (``pip install "dspy[optuna]==3.4.1"``, which brings ``gepa`` 0.1.4;
 DSPy never enters pld's environment), and runs ``bench/dspy_worker.py`` there: ``dspy.Predict``
 zero-shot, then MIPROv2 ``auto="light"`` writing instructions (no demonstrations, the
 zero-shot form PLD produces). Beside it, pld distils from its own empty cache (so its calls
@@ -77,7 +77,7 @@ def dspy_python() -> Path:
     if not py.exists():
         print(f"creating {VENV} (once)", flush=True)
         subprocess.run(["python3", "-m", "venv", str(VENV)], check=True)
-    if subprocess.run([str(py), "-c", "import dspy, optuna"], capture_output=True).returncode:
+    if subprocess.run([str(py), "-c", "import dspy, gepa, optuna"], capture_output=True).returncode:
         print(f"installing dspy[optuna]=={DSPY_VERSION} into {VENV}", flush=True)
         subprocess.run(
             [str(py), "-m", "pip", "install", "-q", f"dspy[optuna]=={DSPY_VERSION}"], check=True
