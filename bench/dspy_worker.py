@@ -1,21 +1,80 @@
 """DSPy side of the peer benchmark. Runs inside the separate DSPy environment (``.venv-dspy``),
 never in pld's: it imports only the standard library and ``dspy``, reads the split that
-``bench.peer`` wrote, talks to the llama.cpp server ``bench.peer`` started, and writes per-item
-predictions plus call and token counts for pld to score with its own metrics.
+``bench.peer`` wrote, talks to the servers ``bench.peer`` started (the llama.cpp student and,
+in frontier mode, the frontier teacher's endpoint), and writes per-item predictions plus call
+and token counts for pld to score with its own metrics.
 
     .venv-dspy/bin/python bench/dspy_worker.py SPEC.json OUT.json
 
-Resumable: DSPy's own disk cache lives next to the results, and the optimized program is saved
-as soon as the optimizer returns, so a rerun repeats no model call.
+Arms: ``dspy.Predict`` zero-shot; MIPROv2 ``auto="light"`` writing instructions with the
+teacher as ``prompt_model``; and, when the spec has a ``gepa`` section, GEPA with the teacher
+as ``reflection_lm``, stopped by a budget in teacher calls (``TeacherCallBudget``). Both
+optimizers write instructions only (no demonstrations: the zero-shot form PLD produces) and
+see the training and validation items only; the test items go to the student alone.
+
+Resumable: DSPy's own disk cache lives next to the results, each optimized program is saved
+as soon as its optimizer returns, and GEPA checkpoints its search in ``gepa/``, so a rerun
+repeats no model call. A compiling process that dies (an error, or killed) stays on record
+(``dspy-<name>-attempts``) with the calls it paid for, which count toward the cost.
+
+Only the standard library at module level, so pld's tests can import the pure helpers below.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
+
+Usage = dict[str, dict[str, int]]
+
+
+def feedback(gold: str, predicted: object) -> tuple[float, str]:
+    """Score and reflection text for one training item. GEPA's teacher reads the text for
+    every item of a minibatch, so a miss names both labels (the same information pld's
+    teacher gets from a labelled training example and the student's wrong answer)."""
+    if predicted is not None and str(predicted) == gold:
+        return 1.0, f"Correct: the label is {gold!r}."
+    shown = "no valid label" if predicted is None else repr(str(predicted))
+    return 0.0, f"Wrong: the assistant answered {shown}, but the correct label is {gold!r}."
+
+
+class TeacherCallBudget:
+    """A GEPA stop condition in teacher calls: stop once the teacher has answered ``budget``
+    requests for this optimizer, counting the ``before`` calls of earlier processes that
+    worked on the same (resumed) search and ``calls_now()``, this process's calls (cache
+    replays excluded). GEPA checks its stop conditions before every iteration, and an
+    iteration asks the teacher once at most for a one-predictor program, so the search stops
+    at the budget. ``on_check`` runs at every check (the worker records its usage there, so a
+    process killed mid-search leaves its calls on record)."""
+
+    def __init__(
+        self,
+        budget: int,
+        before: int,
+        calls_now: Callable[[], int],
+        on_check: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.budget, self.before, self.calls_now, self.on_check = (
+            budget,
+            before,
+            calls_now,
+            on_check,
+        )
+        self.reached = False
+
+    def used(self) -> int:
+        return self.before + self.calls_now()
+
+    def __call__(self, _state: object = None) -> bool:
+        self.on_check()
+        self.reached = self.used() >= self.budget
+        return self.reached
 
 
 def main() -> None:
@@ -23,18 +82,30 @@ def main() -> None:
     out_path = Path(sys.argv[2])
     out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
 
+    # DSPy fetches a model price list from the internet on first use; the machines running
+    # the benchmark have no internet and the bundled copy is enough (prices are unused here).
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")
     import dspy
-    from dspy.clients.base_lm import GLOBAL_HISTORY
+    from dspy.clients import base_lm
+
+    # DSPy keeps the last 10,000 calls only; GEPA alone can make more, and the counts below
+    # are read from this history, so it must keep every call of the run.
+    base_lm.MAX_HISTORY_SIZE = 10**9
+    history = base_lm.GLOBAL_HISTORY
 
     dspy.configure_cache(
         enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=spec["cache_dir"]
     )
-    base = {"api_base": spec["base_url"], "api_key": "local", "num_retries": 3}
-    # Two names on one server so the history can tell the roles apart; llama.cpp ignores it.
-    student = dspy.LM("openai/student", temperature=0.0, max_tokens=64, **base)
-    teacher = dspy.LM(
-        "openai/teacher", temperature=0.0, max_tokens=spec["teacher_max_tokens"], **base
+    student = dspy.LM(
+        "openai/student",
+        temperature=0.0,
+        max_tokens=64,
+        api_base=spec["base_url"],
+        api_key="local",
+        num_retries=3,
     )
+    teacher = teacher_lm(dspy, spec)
+    roles = {student.model: "student", teacher.model: "teacher"}
     dspy.configure(lm=student, adapter=dspy.ChatAdapter())
 
     label_type = Literal[tuple(spec["labels"])]  # type: ignore[valid-type]
@@ -52,16 +123,16 @@ def main() -> None:
 
     train, val, test = (examples(spec[k]) for k in ("train", "val", "test"))
 
-    def usage(start: int) -> dict[str, dict[str, int]]:
-        acc: dict[str, dict[str, int]] = {}
-        for e in GLOBAL_HISTORY[start:]:
-            role = str(e["model"]).split("/")[-1]
+    def usage(start: int) -> Usage:
+        acc: Usage = {}
+        for e in history[start:]:
+            role = roles.get(str(e["model"]), str(e["model"]).split("/")[-1])
             a = acc.setdefault(
                 role, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0}
             )
             u = e.get("usage") or {}
             # DSPy 3.4.1 does not always flag a disk-cache replay as a hit; a replay carries
-            # no usage, while every call the server answers reports its prompt tokens.
+            # no usage, while every call a server answers reports its prompt tokens.
             if getattr(e["response"], "cache_hit", False) or not u.get("prompt_tokens"):
                 a["cache_hits"] += 1
                 continue
@@ -71,7 +142,7 @@ def main() -> None:
         return acc
 
     def run(program: Any, items: list[Any]) -> dict[str, Any]:
-        start, t0 = len(GLOBAL_HISTORY), time.perf_counter()
+        start, t0 = len(history), time.perf_counter()
         preds = []
         for ex in items:
             t = time.perf_counter()
@@ -90,60 +161,163 @@ def main() -> None:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
         tmp.replace(out_path)
 
-    zero = dspy.Predict(signature)
-    if "dspy-predict" not in out:
-        out["dspy-predict"] = run(zero, test)
-        save()
-        print("dspy-predict done", flush=True)
+    failed: list[str] = []
+    Compile = Callable[[Callable[[], None], list[dict[str, Any]]], tuple[Any, dict[str, Any]]]
 
-    # Attempts that died (say, a missing optional dependency) paid for calls a rerun then takes
-    # from the cache: they stay on record and count toward the optimizer's cost.
-    attempts: list[dict[str, Any]] = out.setdefault("dspy-miprov2-attempts", [])
-    if "dspy-miprov2" not in out:
-        saved = out_path.with_name("dspy-miprov2-program.json")
+    def optimize(name: str, compile_fn: Compile) -> None:
+        """Compile (or load the saved program), then score it on the test items.
+
+        Every compiling process is on record in ``<name>-attempts`` from its start, its usage
+        refreshed by ``checkpoint`` (GEPA calls it every iteration): a process that dies, even
+        killed, leaves its calls there, and they count toward the optimizer's cost (a rerun
+        takes them from the cache). The process that finishes moves its record into the
+        program's ``compile`` info. An optimizer that raises is recorded and the next one
+        still runs (the worker exits 1 at the end)."""
+        if name in out:
+            return
+        attempts: list[dict[str, Any]] = out.setdefault(f"{name}-attempts", [])
+        saved = out_path.with_name(f"{name}-program.json")
         compile_info: dict[str, Any]
         if saved.exists():
             optimized = dspy.Predict(signature)
             optimized.load(str(saved))
             compile_info = json.loads(saved.with_suffix(".usage.json").read_text())
         else:
-            start, t0 = len(GLOBAL_HISTORY), time.perf_counter()
-            opt = dspy.MIPROv2(
-                metric=lambda ex, pred, trace=None: str(pred.label) == ex.label,
-                prompt_model=teacher,
-                task_model=student,
-                auto="light",
-                # Instructions only, no demonstrations: the same zero-shot form PLD produces.
-                max_bootstrapped_demos=0,
-                max_labeled_demos=0,
-                num_threads=1,
-                seed=spec["seed"],
-            )
-            try:
-                optimized = opt.compile(zero.deepcopy(), trainset=train, valset=val)
-            except Exception as e:  # reported, not hidden: the optimizer's own failure
-                attempts.append(
-                    {
-                        "error": f"{type(e).__name__}: {str(e)[:500]}",
-                        "wall_s": time.perf_counter() - t0,
-                        "usage": usage(start),
-                    }
-                )
+            earlier = list(attempts)
+            start, t0 = len(history), time.perf_counter()
+            rec: dict[str, Any] = {"error": "the process ended during the compile (killed?)"}
+            attempts.append(rec)
+
+            def checkpoint() -> None:
+                rec.update(wall_s=time.perf_counter() - t0, usage=usage(start))
                 save()
-                raise
+
+            checkpoint()
+            try:
+                optimized, extra = compile_fn(checkpoint, earlier)
+            except Exception as e:  # reported, not hidden: the optimizer's own failure
+                rec["error"] = f"{type(e).__name__}: {str(e)[:500]}"
+                checkpoint()
+                traceback.print_exc()
+                print(f"{name} FAILED (recorded; rerun to resume)", file=sys.stderr, flush=True)
+                failed.append(name)
+                return
+            attempts.remove(rec)
             compile_info = {
                 "wall_s": time.perf_counter() - t0,
                 "usage": usage(start),
                 "earlier_attempts": attempts,
+                **extra,
             }
             optimized.save(str(saved))
             saved.with_suffix(".usage.json").write_text(json.dumps(compile_info, indent=2))
         r = run(optimized, test)
         r["compile"] = compile_info
         r["instructions"] = optimized.signature.instructions
-        out["dspy-miprov2"] = r
+        out[name] = r
         save()
-        print("dspy-miprov2 done", flush=True)
+        print(f"{name} done", flush=True)
+
+    zero = dspy.Predict(signature)
+    if "dspy-predict" not in out:
+        out["dspy-predict"] = run(zero, test)
+        save()
+        print("dspy-predict done", flush=True)
+
+    def miprov2(_checkpoint: Any, _earlier: Any) -> tuple[Any, dict[str, Any]]:
+        opt = dspy.MIPROv2(
+            metric=lambda ex, pred, trace=None: str(pred.label) == ex.label,
+            prompt_model=teacher,
+            task_model=student,
+            auto="light",
+            # Instructions only, no demonstrations: the same zero-shot form PLD produces.
+            max_bootstrapped_demos=0,
+            max_labeled_demos=0,
+            num_threads=1,
+            seed=spec["seed"],
+        )
+        return opt.compile(zero.deepcopy(), trainset=train, valset=val), {}
+
+    optimize("dspy-miprov2", miprov2)
+    g = spec.get("gepa")
+    if g is not None:
+        optimize("dspy-gepa", gepa_compiler(dspy, g, zero, teacher, train, val, usage, spec))
+    if failed:
+        raise SystemExit(f"{', '.join(failed)} failed; see above (a rerun resumes)")
+
+
+def gepa_compiler(
+    dspy: Any,
+    g: dict[str, Any],
+    zero: Any,
+    teacher: Any,
+    train: list[Any],
+    val: list[Any],
+    usage: Callable[[int], Usage],
+    spec: dict[str, Any],
+) -> Callable[[Callable[[], None], list[dict[str, Any]]], tuple[Any, dict[str, Any]]]:
+    """GEPA over the zero-shot program's instruction, the teacher reflecting on training
+    minibatches (validation items track its Pareto front); stopped by ``TeacherCallBudget``.
+    ``log_dir`` keeps GEPA's checkpoint, so a rerun resumes the search where it stopped."""
+    from dspy.clients.base_lm import GLOBAL_HISTORY as history
+
+    def gepa_metric(
+        gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+    ) -> Any:
+        score, text = feedback(gold.label, getattr(pred, "label", None))
+        return dspy.Prediction(score=score, feedback=text)
+
+    def compile_gepa(
+        checkpoint: Callable[[], None], earlier: list[dict[str, Any]]
+    ) -> tuple[Any, dict[str, Any]]:
+        start = len(history)
+        budget = TeacherCallBudget(
+            int(g["teacher_calls"]),
+            sum(int(a.get("usage", {}).get("teacher", {}).get("calls", 0)) for a in earlier),
+            lambda: usage(start).get("teacher", {}).get("calls", 0),
+            checkpoint,
+        )
+        opt = dspy.GEPA(
+            metric=gepa_metric,
+            reflection_lm=teacher,
+            # The budget is the teacher-call stop condition; this cap on student rollouts only
+            # bounds a search whose minibatches keep scoring perfectly (no teacher call then).
+            max_metric_calls=int(g["max_metric_calls"]),
+            num_threads=1,
+            seed=spec["seed"],
+            log_dir=g["log_dir"],
+            track_stats=True,
+            gepa_kwargs={"stop_callbacks": [budget]},
+        )
+        optimized = opt.compile(zero.deepcopy(), trainset=train, valset=val)
+        budget()
+        d = optimized.detailed_results
+        return optimized, {
+            "teacher_call_budget": budget.budget,
+            "teacher_calls_all_processes": budget.used(),
+            "stopped_by": "teacher-call budget" if budget.reached else "max_metric_calls",
+            "max_metric_calls": int(g["max_metric_calls"]),
+            "metric_calls": d.total_metric_calls,
+            "full_val_evals": d.num_full_val_evals,
+            "candidates": len(d.candidates),
+            "val_scores": d.val_aggregate_scores,
+            "best_idx": d.best_idx,
+        }
+
+    return compile_gepa
+
+
+def teacher_lm(dspy: Any, spec: dict[str, Any]) -> Any:
+    """The teacher as DSPy sees it. A frontier teacher holds each call open until its answer
+    file exists, so its read timeout is hours and it is never retried: a retry re-sends a
+    request while the first is still waiting (DSPy's default is a 600 s read timeout and 3
+    retries, which would ask the same question again every 10 minutes)."""
+    t = spec["teacher"]
+    kw: dict[str, Any] = {"api_base": t["base_url"], "api_key": "local"}
+    kw["num_retries"] = int(t.get("num_retries", 3))
+    if t.get("timeout_s"):
+        kw["timeout"] = float(t["timeout_s"])
+    return dspy.LM(t["model"], temperature=0.0, max_tokens=int(t["max_tokens"]), **kw)
 
 
 if __name__ == "__main__":

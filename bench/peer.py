@@ -1,19 +1,43 @@
-"""Peer: DSPy on the same split, student and teacher as ``bench.quality``, scored by pld.
+"""Peer: DSPy on the same split and student as ``bench.quality``, scored by pld.
+
+Two modes, each reading a ``bench.quality`` run's arguments (so the split, the seed and the
+test items are identical) and writing ``peer-dspy.json`` beside its ``results.json``.
+
+Local teacher (``bench/results/quality/<dataset>/``):
 
     python -m bench.peer --dataset stereoset-domain --model qwen-1.5b
 
-Runs after ``bench.quality`` for the same dataset (it reads that run's arguments, so the split,
-the seed and the test items are identical). Starts one llama.cpp OpenAI-compatible server
-(``python -m pld.serve``) with the model — it is both teacher and student, as in
-``bench.quality`` — creates the separate DSPy environment ``.venv-dspy`` on first use
-(``pip install "dspy[optuna]==3.4.1"``; DSPy never enters pld's environment), and runs
-``bench/dspy_worker.py`` there: ``dspy.Predict`` zero-shot, then MIPROv2 ``auto="light"``
-writing instructions (no demonstrations, the zero-shot form PLD produces). Beside it, pld
-distils from its own empty cache (so its calls and tokens are a first run's) — ``--pld-only``
-runs just that arm, e.g. in a second process. pld's metrics score every system on the same
-items, with McNemar against that pld run, plus zero-shot and PLD with and without contextual
-calibration (the ablation that explains the gap). DSPy's call/token counts come from its
-history. Output: ``bench/results/quality/<dataset>/peer-dspy.json``. Resumable.
+Starts one llama.cpp OpenAI-compatible server (``python -m pld.serve``) with the model — it
+is both teacher and student, as in ``bench.quality`` — creates the separate DSPy environment
+``.venv-dspy`` on first use (``pip install "dspy[optuna]==3.4.1"``, which brings ``gepa`` 0.1.4;
+DSPy never enters pld's environment), and runs ``bench/dspy_worker.py`` there: ``dspy.Predict``
+zero-shot, then MIPROv2 ``auto="light"`` writing instructions (no demonstrations, the
+zero-shot form PLD produces). Beside it, pld distils from its own empty cache (so its calls
+and tokens are a first run's) — ``--pld-only`` runs just that arm, e.g. in a second process.
+pld's metrics score every system on the same items, with McNemar against that pld run, plus
+zero-shot and PLD with and without contextual calibration (the ablation that explains the
+gap). DSPy's call/token counts come from its history.
+
+Frontier teacher (``bench/results/quality/<dataset>-frontier/``, after
+``python -m bench.quality --dataset <dataset> --teacher frontier --students qwen-1.5b``):
+
+    python -m bench.peer --dataset stereoset-domain --teacher frontier [--gepa-budget 126]
+
+DSPy's optimizers get the same frontier teacher as pld: a ``bench.teacher_endpoint`` on
+``<dataset>-frontier/dspy-teacher/`` (a transcript of its own; answer the files that appear in
+its ``pending/``), used as MIPROv2's ``prompt_model`` and GEPA's ``reflection_lm``; the
+student stays the llama.cpp server. GEPA writes instructions only and stops after
+``--gepa-budget`` teacher calls (default: as many as pld's teacher answered, i.e. at least
+pld's budget; ``--gepa-max-metric-calls`` caps its student rollouts). pld is not distilled
+again: its arm is the frontier run's own rulebook (``run-<model>``) and its recorded ``pld``
+answers, with its teacher cost from that run's transcript and usage — a "fresh pld from an
+empty cache" arm would only replay the recorded teacher. Every system (and the run's
+zero-shot, few-shot and CoT rows) is compared with pld on the same items: McNemar and the
+paired bootstrap CI of the macro-F1 difference. After the worker, ``check_no_test_items``
+checks the DSPy teacher's transcript (the optimizers see training and validation items
+only); a request quoting a test item fails the run.
+
+Resumable in both modes (rerun the same command).
 """
 
 from __future__ import annotations
@@ -24,23 +48,28 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, ROOT, machine
 from bench.models import fetch
-from bench.quality import distill_config, load, score, spec
+from bench.quality import FRONTIER, distill_config, load, score, spec
+from bench.teacher_endpoint import TeacherEndpoint, check_no_test_items, transcript_cost
 from pld.cache import Cache
 from pld.distiller import Distiller
 from pld.evaluate import mcnemar_counts
-from pld.metrics import summary
+from pld.metrics import paired_bootstrap_diff, summary
 from pld.predictions import Prediction
 from pld.rulebook import Rulebook
-from pld.tasks.base import template_fields
+from pld.tasks.base import Example, Task, template_fields
 
 DSPY_VERSION = "3.4.1"
 VENV = ROOT / ".venv-dspy"
+# Baselines of the frontier bench.quality run shown beside pld and DSPy (same student, items).
+QUALITY_BASELINES = ("zero-shot", "zero-shot-raw", "zero-shot-fitted", "few-shot", "cot")
+# A frontier teacher's call is held open until its answer file exists: hours, never retried.
+FRONTIER_TIMEOUT_S = 24 * 3600
 
 
 def dspy_python() -> Path:
@@ -48,7 +77,7 @@ def dspy_python() -> Path:
     if not py.exists():
         print(f"creating {VENV} (once)", flush=True)
         subprocess.run(["python3", "-m", "venv", str(VENV)], check=True)
-    if subprocess.run([str(py), "-c", "import dspy, optuna"], capture_output=True).returncode:
+    if subprocess.run([str(py), "-c", "import dspy, gepa, optuna"], capture_output=True).returncode:
         print(f"installing dspy[optuna]=={DSPY_VERSION} into {VENV}", flush=True)
         subprocess.run(
             [str(py), "-m", "pip", "install", "-q", f"dspy[optuna]=={DSPY_VERSION}"], check=True
@@ -135,15 +164,172 @@ def pld_arm(
         return r
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", default="stereoset-domain")
-    ap.add_argument("--model", default="qwen-1.5b", help="teacher and student, as in bench.quality")
-    ap.add_argument("--teacher-max-tokens", type=int, default=600)
+    ap.add_argument(
+        "--model",
+        default="qwen-1.5b",
+        help="the student (and, without --teacher, also the teacher), as in bench.quality",
+    )
+    ap.add_argument(
+        "--teacher",
+        choices=[FRONTIER],
+        help="frontier: DSPy's optimizers ask the frontier teacher through "
+        "bench.teacher_endpoint, compared with the bench.quality --teacher frontier run",
+    )
+    ap.add_argument(
+        "--teacher-max-tokens",
+        type=int,
+        help="reply limit asked of the teacher (default 600 for a local teacher, 2000 for "
+        "the frontier one)",
+    )
+    ap.add_argument(
+        "--gepa-budget",
+        type=int,
+        help="frontier only: GEPA stops after this many teacher calls (default and minimum: "
+        "the teacher requests pld's frontier run used)",
+    )
+    ap.add_argument(
+        "--gepa-max-metric-calls",
+        type=int,
+        default=8000,
+        help="frontier only: cap on GEPA's student rollouts, reached only if its minibatches "
+        "keep scoring perfectly (no teacher call then)",
+    )
     ap.add_argument(
         "--pld-only", action="store_true", help="only the pld arm (to run beside the DSPy arm)"
     )
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if a.teacher != FRONTIER and a.gepa_budget is not None:
+        ap.error("--gepa-budget needs --teacher frontier (GEPA runs in the frontier mode only)")
+    if a.teacher == FRONTIER and a.pld_only:
+        ap.error("--pld-only is for the local mode: the frontier mode reuses pld's recorded run")
+    if a.teacher_max_tokens is None:
+        a.teacher_max_tokens = 2000 if a.teacher == FRONTIER else 600
+    return a
+
+
+def main() -> None:
+    a = parse_args()
+    if a.teacher == FRONTIER:
+        frontier_main(a)
+    else:
+        local_main(a)
+
+
+def write_spec(
+    work: Path,
+    task: Task,
+    seed: int,
+    parts: Mapping[str, list[Example]],
+    student_url: str,
+    teacher: Mapping[str, Any],
+    gepa: Mapping[str, Any] | None = None,
+) -> Path:
+    """The worker's whole input; it quotes the dataset, so it is git-ignored."""
+    spec_path = work / "spec.json"
+    body: dict[str, Any] = {
+        "labels": list(task.labels),
+        "description": task.description,
+        "input_fields": template_fields(task.input_template),
+        "seed": seed,
+        "cache_dir": str(work / "cache"),
+        "base_url": student_url,
+        "teacher": dict(teacher),
+        **{
+            k: [{"id": e.id, "fields": dict(e.fields), "label": e.label} for e in part]
+            for k, part in parts.items()
+        },
+    }
+    if gepa is not None:
+        body["gepa"] = dict(gepa)
+    spec_path.write_text(json.dumps(body))
+    return spec_path
+
+
+def run_worker(py: Path, spec_path: Path, raw_path: Path) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    rc = subprocess.run(
+        [str(py), str(ROOT / "bench" / "dspy_worker.py"), str(spec_path), str(raw_path)]
+    ).returncode
+    return rc, time.perf_counter() - t0
+
+
+def failed_attempts(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every optimizer attempt that died, tagged with its optimizer."""
+    return [
+        {"optimizer": name, **att}
+        for name in ("dspy-miprov2", "dspy-gepa")
+        for att in raw.get(f"{name}-attempts", [])
+    ]
+
+
+def dspy_predictions(r: Mapping[str, Any], task: Task, gold: Mapping[str, str]) -> list[Prediction]:
+    return [
+        Prediction(
+            p["id"],
+            p["label"] if p["label"] in task.labels else None,
+            p["error"],
+            None,
+            p["latency_s"],
+            0,
+            0,
+            0,
+            False,
+            gold[p["id"]],
+        )
+        for p in r["preds"]
+    ]
+
+
+def dspy_methods(
+    raw: Mapping[str, Any],
+    task: Task,
+    test: list[Example],
+    against: Mapping[str, Mapping[str, bool]],
+    paired_with: list[Prediction] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each DSPy system scored by pld's metrics, with McNemar against each ``against`` run
+    (``mcnemar_vs_<key>``) and, given ``paired_with`` (pld's answers), the paired bootstrap
+    CI of pld's macro-F1 minus the system's."""
+    gold = {e.id: e.label for e in test}
+    methods: dict[str, dict[str, Any]] = {}
+    for name, r in raw.items():
+        if not isinstance(r, dict) or "preds" not in r:
+            continue
+        preds = dspy_predictions(r, task, gold)
+        s = summary(preds, task.labels)
+        s["wall_s"] = r["wall_s"]
+        s["usage"] = r["usage"]
+        s["errors"] = sum(1 for p in r["preds"] if p["error"])
+        for k in ("compile", "instructions"):
+            if k in r:
+                s[k] = r[k]
+        ok = {p.id: p.correct for p in preds}
+        for key, other in against.items():
+            s[f"mcnemar_vs_{key}"] = mcnemar_counts(ok, other)
+        if paired_with is not None:
+            s["_correct"] = ok
+            s["_pred"] = {p.id: p.label for p in preds}
+            s["pld_minus_this"] = paired_bootstrap_diff(paired_with, preds, task.labels)
+        methods[name] = s
+        print(
+            f"{name}: macro-F1 {s['macro_f1']:.3f} [{s['macro_f1_ci95'][0]:.2f}, "
+            f"{s['macro_f1_ci95'][1]:.2f}] n={s['n']} invalid={s['invalid']}",
+            flush=True,
+        )
+    return methods
+
+
+def save_json(dst: Path, out: Mapping[str, Any]) -> None:
+    tmp = dst.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(dst)
+    print("saved", dst)
+
+
+def local_main(a: argparse.Namespace) -> None:
     qdir = RESULTS / "quality" / a.dataset
     qres_path = qdir / "results.json"
     if not qres_path.exists():
@@ -164,41 +350,21 @@ def main() -> None:
     log = work / "log.txt"
     server, url = start_server(fetch(a.model), log)
     try:
-        spec_path = work / "spec.json"  # quotes the dataset: git-ignored
-        spec_path.write_text(
-            json.dumps(
-                {
-                    "labels": list(task.labels),
-                    "description": task.description,
-                    "input_fields": template_fields(task.input_template),
-                    "seed": q["seed"],
-                    "cache_dir": str(work / "cache"),
-                    "teacher_max_tokens": a.teacher_max_tokens,
-                    "base_url": url,
-                    **{
-                        k: [{"id": e.id, "fields": dict(e.fields), "label": e.label} for e in part]
-                        for k, part in (("train", train), ("val", val), ("test", test))
-                    },
-                }
-            )
-        )
-        t0 = time.perf_counter()
-        rc = subprocess.run(
-            [
-                str(py),
-                str(ROOT / "bench" / "dspy_worker.py"),
-                str(spec_path),
-                str(work / "raw.json"),
-            ],
-        ).returncode
-        wall = time.perf_counter() - t0
+        teacher = {
+            "model": "openai/teacher",
+            "base_url": url,
+            "num_retries": 3,
+            "max_tokens": a.teacher_max_tokens,
+        }
+        parts = {"train": train, "val": val, "test": test}
+        spec_path = write_spec(work, task, q["seed"], parts, url, teacher)
+        rc, wall = run_worker(py, spec_path, work / "raw.json")
     finally:
         server.terminate()
         server.wait(timeout=30)
     fresh = pld_arm(a.dataset, a.model, q, task, train, val, test, work)
     raw_path = work / "raw.json"
     raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    gold = {e.id: e.label for e in test}
     pld_ok = qres["students"][a.model]["methods"]["pld"]["_correct"]
     # Why pld and DSPy differ on the same student: the same calls scored with and without
     # pld's contextual calibration (a post-hoc transform: every call below is a cache hit but
@@ -227,50 +393,186 @@ def main() -> None:
         "dspy": DSPY_VERSION,
         "worker_wall_s_this_process": wall,
         "worker_exit_code": rc,
-        "failed_attempts": raw.get("dspy-miprov2-attempts", []),
-        "methods": {},
+        "failed_attempts": failed_attempts(raw),
+        "methods": dspy_methods(raw, task, test, {"pld": pld_ok, "pld_fresh": fresh["_correct"]}),
         "pld_fresh": fresh,
         "calibration_ablation": ablation,
     }
-    for name, r in raw.items():
-        if not isinstance(r, dict) or "preds" not in r:
-            continue
-        preds = [
-            Prediction(
-                p["id"],
-                p["label"] if p["label"] in task.labels else None,
-                p["error"],
-                None,
-                p["latency_s"],
-                0,
-                0,
-                0,
-                False,
-                gold[p["id"]],
-            )
-            for p in r["preds"]
-        ]
-        s = summary(preds, task.labels)
-        s["wall_s"] = r["wall_s"]
-        s["usage"] = r["usage"]
-        s["errors"] = sum(1 for p in r["preds"] if p["error"])
-        for k in ("compile", "instructions"):
-            if k in r:
-                s[k] = r[k]
-        ok = {p.id: p.correct for p in preds}
-        s["mcnemar_vs_pld"] = mcnemar_counts(ok, pld_ok)
-        s["mcnemar_vs_pld_fresh"] = mcnemar_counts(ok, fresh["_correct"])
-        out["methods"][name] = s
-        print(
-            f"{name}: macro-F1 {s['macro_f1']:.3f} [{s['macro_f1_ci95'][0]:.2f}, "
-            f"{s['macro_f1_ci95'][1]:.2f}] n={s['n']} invalid={s['invalid']}",
-            flush=True,
+    save_json(qdir / "peer-dspy.json", out)
+    if rc:
+        raise SystemExit(f"the DSPy worker failed (exit {rc}); see the output above and {log}")
+
+
+def check_frontier_run(qres: Mapping[str, Any], model: str, path: Path) -> None:
+    """The frontier bench.quality run must be finished for ``model`` before DSPy is compared
+    with it (its pld answers and rulebook are the pld arm)."""
+    q = qres.get("args", {})
+    if q.get("teacher") != FRONTIER:
+        raise SystemExit(f"{path} is not a --teacher {FRONTIER} run (teacher {q.get('teacher')})")
+    if model not in str(q.get("students", "")).split(","):
+        raise SystemExit(
+            f"{model} was no student in {path}; pass --model one of {q.get('students')}"
         )
-    dst = qdir / "peer-dspy.json"
-    tmp = dst.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(dst)
-    print("saved", dst)
+    st = qres.get("students", {}).get(model, {})
+    if "_correct" not in st.get("methods", {}).get("pld", {}) or "distill" not in st:
+        raise SystemExit(
+            f"{path} has no finished pld row for {model}: rerun `python -m bench.quality "
+            f"--dataset {q.get('dataset')} --teacher {FRONTIER} --students {model}` to finish it"
+        )
+
+
+def gepa_budget(requested: int | None, pld_requests: int) -> int:
+    """GEPA's budget in teacher calls: at least what pld's teacher answered (issue #13)."""
+    if requested is None:
+        return pld_requests
+    if requested < pld_requests:
+        raise SystemExit(
+            f"--gepa-budget {requested} is below pld's {pld_requests} teacher requests; "
+            f"DSPy gets at least pld's budget: pass {pld_requests} or more"
+        )
+    return requested
+
+
+def item_texts(task: Task, items: Iterable[Example]) -> list[str]:
+    """What of an item a teacher request could quote: the rendered input and each input field
+    (DSPy sends fields one by one, never pld's rendered template)."""
+    names = template_fields(task.input_template)
+    out: list[str] = []
+    for e in items:
+        out.append(task.render(e))
+        out += [str(e.fields[n]) for n in names]
+    return out
+
+
+def frontier_pld(qres: Mapping[str, Any], qdir: Path, model: str) -> dict[str, Any]:
+    """pld's arm from the frontier bench.quality run: its rulebook, its recorded answers on
+    the test items and what its teacher and student cost (no model call)."""
+    st = qres["students"][model]
+    run = qdir / f"run-{model}"
+    rb = Rulebook.load(run)
+    r = dict(st["methods"]["pld"])
+    if r.get("system_prompt_chars", len(rb.prompt.system)) != len(rb.prompt.system):
+        raise SystemExit(
+            f"{run} is not the rulebook {qdir / 'results.json'} scored (system prompts of "
+            f"{len(rb.prompt.system)} and {r['system_prompt_chars']} chars): rerun bench.quality"
+        )
+    usage = st["distill"]["usage_by_role"]
+    teacher_usage = usage.get("teacher", {})
+    transcript = transcript_cost(qdir / "teacher")
+    # The transcript counts what the teacher answered even when the fit later replayed it from
+    # the cache (a --teacher-only process first); without one, the run's own usage.
+    requests = transcript["requests"] or int(
+        teacher_usage.get("calls", 0) + teacher_usage.get("cache_hits", 0)
+    )
+    r.update(
+        rulebook=str(run.relative_to(ROOT)),
+        instructions=len(rb.instructions),
+        decision_used=(rb.decision or {}).get("used"),
+        distill_usage=usage,
+        distill_wall_s_last_process=st["distill"].get("wall_s_this_process"),
+        teacher={**transcript, "requests": requests},
+    )
+    return r
+
+
+def quality_baselines(
+    qres: Mapping[str, Any], model: str, labels: tuple[str, ...], pld: list[Prediction]
+) -> dict[str, dict[str, Any]]:
+    """The frontier run's student baselines, each paired with pld on the items both scored."""
+    methods = qres["students"][model]["methods"]
+    pld_ok = methods["pld"]["_correct"]
+    gold = {p.id: p.gold or "" for p in pld}
+    out = {}
+    for m in QUALITY_BASELINES:
+        if m not in methods:
+            continue
+        r = {k: v for k, v in methods[m].items() if k != "mcnemar_vs_pld"}
+        preds = recorded_predictions(r["_pred"], gold)
+        r["mcnemar_vs_pld"] = mcnemar_counts(r["_correct"], pld_ok)
+        r["pld_minus_this"] = paired_bootstrap_diff(pld, preds, labels)
+        out[m] = r
+    return out
+
+
+def recorded_predictions(
+    pred: Mapping[str, str | None], gold: Mapping[str, str]
+) -> list[Prediction]:
+    return [Prediction(i, lab, "", None, 0.0, 0, 0, 0, False, gold[i]) for i, lab in pred.items()]
+
+
+def frontier_main(a: argparse.Namespace) -> None:
+    qdir = RESULTS / "quality" / f"{a.dataset}-frontier"
+    qres_path = qdir / "results.json"
+    if not qres_path.exists():
+        raise SystemExit(
+            f"run `python -m bench.quality --dataset {a.dataset} --teacher {FRONTIER} "
+            f"--students {a.model}` first"
+        )
+    qres = json.loads(qres_path.read_text())
+    check_frontier_run(qres, a.model, qres_path)
+    q = qres["args"]
+    task, train, val, test = load(
+        a.dataset, q["n_train"], q["n_val"], q["n_test"], q["seed"], q.get("max_chars", 1200)
+    )
+    pld = frontier_pld(qres, qdir, a.model)
+    budget = gepa_budget(a.gepa_budget, pld["teacher"]["requests"])
+    gold = {e.id: e.label for e in test}
+    pld_preds = recorded_predictions(pld["_pred"], gold)
+    work, teacher_dir = qdir / "dspy", qdir / "dspy-teacher"
+    work.mkdir(exist_ok=True)
+    py = dspy_python()
+    log = work / "log.txt"
+    server, url = start_server(fetch(a.model), log)
+    try:
+        with TeacherEndpoint(teacher_dir) as ep:
+            print(f"frontier teacher for DSPy: answer files in {teacher_dir}/pending", flush=True)
+            teacher = {
+                "model": f"openai/{FRONTIER}",
+                "base_url": ep.base_url,
+                "num_retries": 0,
+                "timeout_s": FRONTIER_TIMEOUT_S,
+                "max_tokens": a.teacher_max_tokens,
+            }
+            gepa = {
+                "teacher_calls": budget,
+                "max_metric_calls": a.gepa_max_metric_calls,
+                "log_dir": str(work / "gepa"),
+            }
+            # the optimizers get train and val; test goes to the worker for the student only
+            parts = {"train": train, "val": val, "test": test}
+            spec_path = write_spec(work, task, q["seed"], parts, url, teacher, gepa)
+            rc, wall = run_worker(py, spec_path, work / "raw.json")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    transcript = check_no_test_items(
+        teacher_dir, item_texts(task, test), item_texts(task, [*train, *val])
+    )
+    transcript["cost"] = transcript_cost(teacher_dir)
+    raw_path = work / "raw.json"
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    out: dict[str, Any] = {
+        "machine": machine(),
+        "args": vars(a),
+        "quality_args": q,
+        "dspy": DSPY_VERSION,
+        "gepa_teacher_call_budget": budget,
+        "worker_wall_s_this_process": wall,
+        "worker_exit_code": rc,
+        "failed_attempts": failed_attempts(raw),
+        "dspy_teacher_transcript": transcript,
+        "pld_frontier": pld,
+        "quality_baselines": quality_baselines(qres, a.model, task.labels, pld_preds),
+        "methods": dspy_methods(raw, task, test, {"pld": pld["_correct"]}, pld_preds),
+    }
+    save_json(qdir / "peer-dspy.json", out)
+    leaks = transcript["quoting_test_items"]
+    if leaks:
+        raise SystemExit(
+            f"{len(leaks)} DSPy teacher requests quote a test item ({', '.join(leaks[:3])} in "
+            f"{teacher_dir / 'requests'}): the DSPy rows are void; find how the test set "
+            "reached the optimizer"
+        )
     if rc:
         raise SystemExit(f"the DSPy worker failed (exit {rc}); see the output above and {log}")
 

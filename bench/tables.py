@@ -205,10 +205,91 @@ def _u(usage: dict[str, Any], role: str) -> tuple[int, int, int]:
     return calls, prompt, int(u.get("completion_tokens", 0))
 
 
+def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
+    """An optimizer's teacher calls, prompt and completion tokens, student calls and wall,
+    including the attempts that died and were resumed from the cache."""
+    c = r.get("compile", {"usage": {}, "wall_s": 0.0})
+    parts = [c, *c.get("earlier_attempts", [])]
+    tc, tp, tk = (sum(_u(x["usage"], "teacher")[i] for x in parts) for i in range(3))
+    sc = sum(_u(x["usage"], "student")[0] for x in parts)
+    return tc, tp, tk, sc, sum(x["wall_s"] for x in parts)
+
+
+def _paired(r: dict[str, Any]) -> str:
+    b = r["pld_minus_this"]
+    return f"{b['diff']:+.3f} [{b['ci95'][0]:+.2f}, {b['ci95'][1]:+.2f}]"
+
+
+def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
+    """DSPy given pld's frontier teacher: every row against the frontier run's pld."""
+    f, q = d["pld_frontier"], d["quality_args"]
+    tr = d["dspy_teacher_transcript"]
+    out = [
+        f"### {name} — student {d['args']['model']}, frontier teacher (pld and DSPy alike); "
+        f"train {q['n_train']}, val {q['n_val']}, test {q['n_test']}; DSPy {d['dspy']}; "
+        f"{d['machine']['date']}",
+        "",
+        "| system | n | macro-F1 | 95% CI | acc | invalid | McNemar p vs pld | "
+        "pld − system, paired 95% CI | teacher calls | teacher tok est. (prompt + completion) "
+        "| student calls to build | build wall s | test p50 ms/item |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    su = f["distill_usage"].get("student", {})
+    t = f["teacher"]
+    out.append(
+        f"| pld (frontier run's rulebook) | {f['n']} | {f['macro_f1']:.3f} | "
+        f"[{f['macro_f1_ci95'][0]:.2f}, {f['macro_f1_ci95'][1]:.2f}] | {f['accuracy']:.3f} | "
+        f"{f['invalid']} | - | - | {t['requests']} | {t['prompt_tokens_est']} + "
+        f"{t['completion_tokens_est']} | {su.get('calls', 0)} (+{su.get('cache_hits', 0)} "
+        f"cached) | - | {f['latency_p50_s'] * 1000:.0f} |"
+    )
+    for m, r in d["quality_baselines"].items():
+        out.append(
+            f"| {m} | {r['n']} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.2f}, "
+            f"{r['macro_f1_ci95'][1]:.2f}] | {r['accuracy']:.3f} | {r['invalid']} | "
+            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | - | - | - | - | "
+            f"{r['latency_p50_s'] * 1000:.0f} |"
+        )
+    for m, r in d["methods"].items():
+        tc, tp, tk, sc, wall = _build_cost(r)
+        out.append(
+            f"| {m} | {r['n']} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.2f}, "
+            f"{r['macro_f1_ci95'][1]:.2f}] | {r['accuracy']:.3f} | {r['invalid']} | "
+            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | {tc} | {tp} + {tk} | "
+            f"{sc} | {wall:.0f} | {r['latency_p50_s'] * 1000:.0f} |"
+        )
+    leaks = len(tr["quoting_test_items"])
+    out.append(
+        f"\nDSPy's teacher transcript: {tr['cost']['requests']} distinct requests, "
+        f"{tr['answers']} answers, {leaks} quoting a test item; pld's: {t['requests']}. "
+        "Teacher tokens are the endpoint's estimate (characters / 4) on both sides."
+    )
+    g = d["methods"].get("dspy-gepa", {}).get("compile")
+    if g:
+        out.append(
+            f"\nGEPA stopped by its {g['stopped_by']} after {g['teacher_calls_all_processes']} "
+            f"teacher calls (budget {g['teacher_call_budget']}), {g['metric_calls']} student "
+            f"rollouts, {g['candidates']} candidates."
+        )
+    for att in d.get("failed_attempts", []):
+        out.append(
+            f"\nA {att.get('optimizer', 'DSPy')} attempt failed after {att['wall_s']:.0f} s and "
+            f"was resumed (its calls are counted above): {att['error'].splitlines()[0]}"
+        )
+    for m in ("dspy-miprov2", "dspy-gepa"):
+        ins = d["methods"].get(m, {}).get("instructions")
+        if ins:
+            out.append(f"\n{m}'s instruction, verbatim: {json.dumps(ins)}")
+    return out
+
+
 def peer() -> str:
     out = []
     for p in sorted((RESULTS / "quality").glob("*/peer-dspy.json")):
         d = json.loads(p.read_text())
+        if "pld_frontier" in d:
+            out += peer_frontier(p.parent.name, d)
+            continue
         f = d["pld_fresh"]
         out += [
             f"### {p.parent.name} — model {d['args']['model']} as teacher and student; "
@@ -230,12 +311,7 @@ def peer() -> str:
             f"{f['completion_tokens_per_item']:.1f} |"
         )
         for name, r in d["methods"].items():
-            # the optimizer's cost includes attempts that died and were resumed from the cache
-            c = r.get("compile", {"usage": {}, "wall_s": 0.0})
-            parts = [c, *c.get("earlier_attempts", [])]
-            tc, tp, tk = (sum(_u(x["usage"], "teacher")[i] for x in parts) for i in range(3))
-            sc = sum(_u(x["usage"], "student")[0] for x in parts)
-            wall = sum(x["wall_s"] for x in parts)
+            tc, tp, tk, sc, wall = _build_cost(r)
             n = r["n"]
             _, sp, sk = _u(r["usage"], "student")
             mc = r["mcnemar_vs_pld_fresh"]

@@ -10,7 +10,8 @@ handing it on. A rerun with unchanged prompts is a replay: every key is already 
 nothing new is asked.
 
 ``check_no_test_items`` is the honesty check of the transcript: no request may quote a test
-item (the teacher sees training examples only).
+item (the teacher sees training examples only). ``transcript_cost`` counts what the teacher
+answered, the same way for every optimizer that used it (pld, DSPy).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import threading
 from collections.abc import Iterable
 from http.server import ThreadingHTTPServer
@@ -77,8 +79,13 @@ class TeacherEndpoint:
         self.port = self.server.server_address[1]
 
     @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible base URL (for clients other than pld, e.g. DSPy)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
     def spec(self) -> str:
-        return f"openai:frontier@http://127.0.0.1:{self.port}/v1?timeout=7200"
+        return f"openai:frontier@{self.base_url}?timeout=7200"
 
     def __enter__(self) -> TeacherEndpoint:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -89,15 +96,59 @@ class TeacherEndpoint:
         self.server.server_close()
 
 
-def check_no_test_items(root: Path, test_texts: Iterable[str]) -> dict[str, Any]:
-    """Count requests in ``root/requests`` that quote any test item's text (must be 0)."""
-    texts = [t for t in {t.strip() for t in test_texts} if len(t) >= 12]
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> str:
+    """Lower-case words joined by single spaces, padded: a quote survives any layout a client
+    gives it (pld renders the input template, DSPy one field per block, JSON escapes quotes)."""
+    return " " + " ".join(_WORD.findall(text.lower())) + " "
+
+
+def check_no_test_items(
+    root: Path, test_texts: Iterable[str], seen: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Count requests in ``root/requests`` that quote any test item's text (must be 0).
+
+    ``test_texts`` may hold whole rendered items and single field values; texts shorter than
+    12 characters, and texts that also occur in ``seen`` (the training and validation items,
+    which the teacher may quote: ContractNLI repeats its hypotheses across items), are not
+    evidence of a leak and are skipped. Matching is on whole words, case and punctuation
+    ignored."""
+    allowed = {_words(t) for t in seen}
+    texts = [w for w in {_words(t) for t in test_texts if len(t.strip()) >= 12} if w not in allowed]
     leaks: list[str] = []
     files = sorted((root / "requests").glob("*.json"))
     for f in files:
-        body = f.read_text()
-        content = " ".join(str(m.get("content", "")) for m in json.loads(body).get("messages", []))
+        messages = json.loads(f.read_text()).get("messages", [])
+        content = _words(" ".join(_content_text(m.get("content", "")) for m in messages))
         if any(t in content for t in texts):
             leaks.append(f.name)
     answers = len(list((root / "answers").glob("*.txt")))
     return {"requests": len(files), "answers": answers, "quoting_test_items": leaks}
+
+
+def _content_text(content: object) -> str:
+    """A message's text, whether a string or OpenAI's list of content parts."""
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def transcript_cost(root: Path) -> dict[str, int]:
+    """What the teacher answered in ``root``: distinct requests and their tokens as the
+    endpoint estimates them (characters / 4, the only count a file-answering teacher has).
+    The endpoint logs every reply, replays included; each request is counted once."""
+    log = root / "log.jsonl"
+    first: dict[str, dict[str, Any]] = {}
+    lines = log.read_text().splitlines() if log.exists() else []
+    for line in lines:
+        if line.strip():
+            r = json.loads(line)
+            first.setdefault(str(r["key"]), r)
+    return {
+        "requests": len(first),
+        "replies_logged": sum(1 for x in lines if x.strip()),
+        "prompt_tokens_est": sum(int(r.get("prompt_tokens", 0)) for r in first.values()),
+        "completion_tokens_est": sum(int(r.get("completion_tokens", 0)) for r in first.values()),
+    }

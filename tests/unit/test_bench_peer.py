@@ -1,0 +1,185 @@
+"""The peer benchmark's pure parts (bench.peer, bench.dspy_worker, bench.teacher_endpoint):
+argument checks, GEPA's feedback and teacher-call budget, the transcript's honesty check and
+cost, and the frontier table. No model, no DSPy (the worker's helpers are standard library)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.dspy_worker import TeacherCallBudget, feedback
+from bench.peer import (
+    check_frontier_run,
+    dspy_methods,
+    gepa_budget,
+    item_texts,
+    parse_args,
+    quality_baselines,
+    recorded_predictions,
+)
+from bench.tables import peer_frontier
+from bench.teacher_endpoint import check_no_test_items, transcript_cost
+from pld.tasks.base import Example, Task
+
+
+def test_feedback_names_both_labels_on_a_miss() -> None:
+    assert feedback("race", "race") == (1.0, "Correct: the label is 'race'.")
+    score, text = feedback("race", "gender")
+    assert score == 0.0 and "'gender'" in text and "correct label is 'race'" in text
+    score, text = feedback("race", None)
+    assert score == 0.0 and "no valid label" in text
+
+
+def test_teacher_call_budget_counts_earlier_processes() -> None:
+    calls, checks = [1], []
+    # a resumed search: 3 calls on record from a process that died, 1 in this one so far
+    budget = TeacherCallBudget(5, 3, lambda: calls[0], lambda: checks.append(calls[0]))
+    assert budget(None) is False and budget.used() == 4 and not budget.reached
+    calls[0] = 2
+    assert budget(None) is True and budget.reached
+    assert checks == [1, 2]  # the worker's usage checkpoint ran at every check
+
+
+def _request(root: Path, name: str, content: Any) -> None:
+    (root / "requests").mkdir(parents=True, exist_ok=True)
+    body = {"model": "frontier", "messages": [{"role": "user", "content": content}]}
+    (root / "requests" / f"{name}.json").write_text(json.dumps(body))
+
+
+def test_check_no_test_items_sees_quotes_in_any_layout(tmp_path: Path) -> None:
+    test_item = 'The nurse said "no" to   the doctor.'
+    # DSPy's reflection prompt embeds examples as JSON: the quotes arrive escaped
+    _request(tmp_path, "a", json.dumps([{"sentence": test_item, "feedback": "Wrong"}]))
+    # OpenAI content parts, different case and line breaks
+    _request(tmp_path, "b", [{"type": "text", "text": "THE NURSE SAID NO\nto the doctor"}])
+    _request(tmp_path, "c", "[[ ## sentence ## ]]\nA train sentence that is long enough.")
+    _request(tmp_path, "d", "no test text here; only a short one: the nurse")
+    r = check_no_test_items(tmp_path, [test_item, "the nurse"])
+    assert r["quoting_test_items"] == ["a.json", "b.json"]
+    assert r["requests"] == 4
+    # a test text the train/val items also contain is no evidence of a leak
+    shared = "A train sentence that is long enough."
+    assert check_no_test_items(tmp_path, [shared])["quoting_test_items"] == ["c.json"]
+    assert check_no_test_items(tmp_path, [shared], seen=[shared])["quoting_test_items"] == []
+
+
+def test_transcript_cost_counts_each_request_once(tmp_path: Path) -> None:
+    lines = [
+        {"key": "k1", "prompt_tokens": 10, "completion_tokens": 4},
+        {"key": "k2", "prompt_tokens": 20, "completion_tokens": 6},
+        {"key": "k1", "prompt_tokens": 10, "completion_tokens": 4},  # a replay
+    ]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert transcript_cost(tmp_path) == {
+        "requests": 2,
+        "replies_logged": 3,
+        "prompt_tokens_est": 30,
+        "completion_tokens_est": 10,
+    }
+    assert transcript_cost(tmp_path / "none")["requests"] == 0
+
+
+def test_gepa_budget_is_at_least_plds() -> None:
+    assert gepa_budget(None, 126) == 126
+    assert gepa_budget(200, 126) == 200
+    with pytest.raises(SystemExit, match="below pld's 126"):
+        gepa_budget(100, 126)
+
+
+def test_frontier_arguments() -> None:
+    a = parse_args(["--teacher", "frontier"])
+    assert a.teacher_max_tokens == 2000 and a.gepa_budget is None
+    assert parse_args([]).teacher_max_tokens == 600
+    for bad in (["--gepa-budget", "130"], ["--teacher", "frontier", "--pld-only"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_check_frontier_run_names_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    ok = {
+        "args": {"teacher": "frontier", "students": "qwen-1.5b", "dataset": "d"},
+        "students": {"qwen-1.5b": {"distill": {}, "methods": {"pld": {"_correct": {}}}}},
+    }
+    check_frontier_run(ok, "qwen-1.5b", path)
+    with pytest.raises(SystemExit, match="not a --teacher frontier run"):
+        check_frontier_run({**ok, "args": {**ok["args"], "teacher": "qwen-1.5b"}}, "q", path)
+    with pytest.raises(SystemExit, match="no student"):
+        check_frontier_run(ok, "smollm2", path)
+    unfinished = {**ok, "students": {"qwen-1.5b": {"methods": {}}}}
+    with pytest.raises(SystemExit, match="rerun `python -m bench"):
+        check_frontier_run(unfinished, "qwen-1.5b", path)
+
+
+def _task() -> tuple[Task, list[Example]]:
+    items = [Example(f"i{k}", {"sentence": f"sentence number {k} here"}, lab) for k, lab in
+             enumerate(["a", "b", "a", "b", "a", "b"])]  # fmt: skip
+    return Task("t", "Pick a or b.", ("a", "b"), (), "Sentence: {sentence}"), items
+
+
+def test_item_texts_hold_the_render_and_each_field() -> None:
+    task, items = _task()
+    assert item_texts(task, items[:1]) == ["Sentence: sentence number 0 here", *[
+        "sentence number 0 here"]]  # fmt: skip
+
+
+def test_frontier_table_renders_what_peer_writes() -> None:
+    task, test = _task()
+    gold = {e.id: e.label for e in test}
+    pld_pred = {e.id: e.label for e in test}  # pld right everywhere
+    pld_preds = recorded_predictions(pld_pred, gold)
+    stat = {"macro_f1_ci95": [0.5, 0.9], "latency_p50_s": 0.5, "invalid": 0, "accuracy": 1.0}
+    qres = {
+        "students": {
+            "s": {
+                "methods": {
+                    "pld": {"_correct": {i: True for i in gold}},
+                    "cot": {**stat, "n": 2, "macro_f1": 0.5, "_pred": {"i0": "b", "i1": "b"},
+                            "_correct": {"i0": False, "i1": True}},
+                }
+            }
+        }
+    }  # fmt: skip
+    usage = {"teacher": {"calls": 3, "prompt_tokens": 90, "completion_tokens": 30}}
+    compile_info = {
+        "wall_s": 12.0,
+        "usage": usage,
+        "earlier_attempts": [],
+        "stopped_by": "teacher-call budget",
+        "teacher_calls_all_processes": 3,
+        "teacher_call_budget": 3,
+        "metric_calls": 40,
+        "candidates": 2,
+    }
+    preds = [{"id": e.id, "label": "a", "error": "", "latency_s": 0.1} for e in test]
+    raw = {
+        "dspy-gepa": {"preds": preds, "wall_s": 1.0, "usage": {}, "compile": compile_info,
+                      "instructions": "Answer a."},
+        "dspy-gepa-attempts": [],
+    }  # fmt: skip
+    methods = dspy_methods(raw, task, test, {"pld": qres["students"]["s"]["methods"]["pld"]
+                                             ["_correct"]}, pld_preds)  # fmt: skip
+    assert methods["dspy-gepa"]["pld_minus_this"]["diff"] > 0
+    teacher = {"requests": 126, "prompt_tokens_est": 1, "completion_tokens_est": 2}
+    d = {
+        "args": {"model": "s"},
+        "quality_args": {"n_train": 2, "n_val": 2, "n_test": 6},
+        "dspy": "3.4.1",
+        "machine": {"date": "today"},
+        "pld_frontier": {**stat, "n": 6, "macro_f1": 1.0, "teacher": teacher,
+                         "distill_usage": {"student": {"calls": 5, "cache_hits": 1}}},
+        "quality_baselines": quality_baselines(qres, "s", task.labels, pld_preds),
+        "methods": methods,
+        "dspy_teacher_transcript": {"cost": {"requests": 3}, "answers": 3,
+                                    "quoting_test_items": []},
+        "failed_attempts": [],
+    }  # fmt: skip
+    text = "\n".join(peer_frontier("x-frontier", d))
+    assert "| dspy-gepa | 6 |" in text and "| 3 | 90 + 30 |" in text
+    assert "| cot | 2 |" in text and "| pld (frontier run's rulebook) | 6 |" in text
+    assert "GEPA stopped by its teacher-call budget after 3 teacher calls (budget 3)" in text
+    assert "0 quoting a test item; pld's: 126" in text
+    assert 'dspy-gepa\'s instruction, verbatim: "Answer a."' in text
