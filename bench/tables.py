@@ -149,6 +149,9 @@ def quality() -> str:
     out = []
     for p in sorted((RESULTS / "quality").glob("*/results.json")):
         d = json.loads(p.read_text())
+        if not any(st["methods"] for st in d["students"].values()):
+            out.append(f"### {d['task']} — teacher replies recorded, no student scored yet\n")
+            continue
         out.append(
             f"### {d['task']} — train {d['n_train']}, val {d['n_val']}, test "
             f"{d['n_test']} (teacher {d['args']['teacher']}; {d['machine']['date']})"
