@@ -318,16 +318,6 @@ class Bench:
             "instructions": len(d.instructions_),
             "rounds": d.rounds_,
         }
-        synth = student_prompt(task, d.instructions_v0_)
-        self.method(st, "pld-synth", s_spec, student, "pld-synth", synth)
-        self.method(st, "pld-synth-raw", s_spec, student, "pld-synth", synth, calibrate=False)
-        # ablation: the final rules with the default decision (layout "default", calibrated),
-        # then the decision fitted on validation (issue #13), and zero-shot given the same fit
-        undecided = student_prompt(task, d.instructions_)
-        self.method(st, "pld-undecided", s_spec, student, "pld-undecided", undecided)
-        self.method(
-            st, "pld-undecided-raw", s_spec, student, "pld-undecided", undecided, calibrate=False
-        )
         rb = Rulebook.load(run)
         if "pld" not in st["methods"]:
             self.method(st, "pld", s_spec, student, "pld", rb.prompt, calibrate=rb.calibrate)
@@ -347,6 +337,16 @@ class Bench:
             )
             st["methods"]["zero-shot-fitted"]["decision"] = dict(zs)
             self.save()
+        # the ablation rows after pld's own: the synthesized rules, then the final rules with
+        # the default decision (layout "default", calibrated)
+        synth = student_prompt(task, d.instructions_v0_)
+        self.method(st, "pld-synth", s_spec, student, "pld-synth", synth)
+        self.method(st, "pld-synth-raw", s_spec, student, "pld-synth", synth, calibrate=False)
+        undecided = student_prompt(task, d.instructions_)
+        self.method(st, "pld-undecided", s_spec, student, "pld-undecided", undecided)
+        self.method(
+            st, "pld-undecided-raw", s_spec, student, "pld-undecided", undecided, calibrate=False
+        )
         # the baselines that cost most last (few-shot prefills k demonstrations, CoT decodes),
         # so an interrupted run already has PLD against zero-shot
         self.method(st, "few-shot", s_spec, student, "few-shot")
