@@ -1,6 +1,7 @@
-"""How much of Contract-NLI's gold evidence survives pld's premise shortening.
+"""How much of Contract-NLI's gold evidence survives pld's premise shortening, and how much
+signal a run's student scores carry.
 
-    python -m bench.contract_evidence [--max-chars 1200] [--n-test 150]
+    python -m bench.contract_evidence [--max-chars 1200] [--n-test 150] [--run RUN_DIR]
 
 The benchmark shortens each contract to ``--max-chars`` by the ``retrieve`` strategy (the
 contract's own segments sharing most words with the hypothesis; never the gold spans). A
@@ -8,16 +9,65 @@ student cannot find evidence that was cut, so this is a ceiling on any method gi
 premises, and a measured reason when every method scores low. Reads the same test sample as
 ``bench.quality --dataset contract-nli`` (same seed and size); prints, per gold label, how many
 items keep all, some or none of their evidence segments. No model call.
+
+With ``--run`` (a finished run directory), it also reads the run's validation predictions
+(``predictions_val.jsonl``, the kept decision's label distributions) and prints how many items
+get the one label their hypothesis always gets, and the best macro-F1 any per-label bias on
+those scores reaches on the same items — an oracle (fitted on what it scores), so an upper
+bound on what a better decision rule could buy with this student.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-from collections import Counter
+import math
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
 
 from bench.common import SHARED_DATA
 from bench.quality import load
+from pld.metrics import macro_f1
+from pld.predictions import Prediction
+
+GRID = [x / 4 for x in range(-24, 25)]  # log-offsets -6..+6 in steps of 0.25
+
+
+def student_signal(run: Path) -> None:
+    preds = [
+        Prediction.from_json(json.loads(x))
+        for x in (run / "predictions_val.jsonl").read_text().splitlines()
+    ]
+    labels = sorted({lab for p in preds for lab in (p.scores or {})})
+    by_hyp: defaultdict[str, list[str | None]] = defaultdict(list)
+    for p in preds:
+        by_hyp[p.id.split(":", 1)[1]].append(p.label)
+    fixed = sum(len(v) for v in by_hyp.values() if len(set(v)) == 1)
+    print(
+        f"{run}: {len(preds)} validation items; predicted {dict(Counter(p.label for p in preds))}"
+        f"; {fixed} items get the one label their hypothesis always gets"
+    )
+    best, best_off = -1.0, None
+    for offs in itertools.product(GRID, repeat=len(labels) - 1):
+        off = dict(zip(labels, (0.0, *offs), strict=True))
+        moved = [
+            replace(
+                p,
+                label=max(
+                    labels, key=lambda lab: math.log(max((p.scores or {})[lab], 1e-12)) + off[lab]
+                ),
+            )
+            for p in preds
+        ]
+        f = macro_f1(moved, labels)
+        if f > best:
+            best, best_off = f, off
+    print(
+        f"  macro-F1 as decided {macro_f1(preds, labels):.3f}; best per-label bias (oracle on "
+        f"the same items) {best:.3f} with log-offsets {best_off}"
+    )
 
 
 def main() -> None:
@@ -25,6 +75,7 @@ def main() -> None:
     ap.add_argument("--max-chars", type=int, default=1200)
     ap.add_argument("--n-test", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", type=Path, help="a finished run directory to read")
     a = ap.parse_args()
     _, _, _, test = load("contract-nli", 1, 1, a.n_test, a.seed, a.max_chars)
     d = json.loads((SHARED_DATA / "contract_nli" / "test.json").read_text())
@@ -43,6 +94,8 @@ def main() -> None:
     print(f"contract-nli test sample n={len(test)}, premises <= {a.max_chars} chars (retrieve)")
     for (label, how), n in sorted(kept.items()):
         print(f"  {label:14s} evidence kept: {how:28s} {n}")
+    if a.run is not None:
+        student_signal(a.run)
 
 
 if __name__ == "__main__":
