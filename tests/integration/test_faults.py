@@ -44,6 +44,20 @@ def _worker(
     )
 
 
+def _stop(p: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Signal the worker and reap it. SIGINT is handled between Python bytecodes, so a worker
+    inside native code (model load, a llama.cpp call) on a loaded 2-core machine can take well
+    over 30 s to act on it; the wait is a backstop, and a worker that never exits is killed
+    (no orphan left to break later tests) and reported."""
+    os.kill(p.pid, sig)
+    try:
+        p.wait(180)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(30)
+        raise AssertionError(f"the worker ignored {sig.name} for 180 s") from None
+
+
 def _phases(run: Path) -> set[str]:
     try:
         return set(json.loads((run / "run.json").read_text())["phases"])
@@ -191,8 +205,7 @@ def test_live_run_is_locked_and_a_killed_ones_lock_never_blocks(tmp_path: Path) 
         assert (run / "run.json").exists()  # --force deleted nothing
         assert p.poll() is None
     finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait(30)
+        _stop(p, signal.SIGKILL)
     # the dead holder's PID is still in the lock file, but the kernel released its lock
     assert (run / ".pld.lock").read_text().strip() == str(p.pid)
     r = _worker(run, cache, resume=True)
@@ -214,8 +227,7 @@ def test_usage_of_a_killed_process_is_kept(tmp_path: Path, sig: signal.Signals) 
     try:
         _wait_until(lambda: cache.exists() and Cache(cache).stats()["completions"] >= 3, p)
     finally:
-        os.kill(p.pid, sig)
-        p.wait(30)
+        _stop(p, sig)
     cached = Cache(cache).stats()["completions"]  # extraction only: one entry per call
     assert _worker(run, cache, resume=True).wait(120) == 0
     earlier = json.loads((run / "run.json").read_text())["usage_earlier_processes"]
