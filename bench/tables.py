@@ -168,8 +168,8 @@ def quality() -> str:
         if t:
             out.append(
                 f"| teacher {d['args']['teacher']} | zero-shot (ceiling) | {t['n']} | "
-                f"{t['macro_f1']:.3f} | [{t['macro_f1_ci95'][0]:.2f}, "
-                f"{t['macro_f1_ci95'][1]:.2f}] | {t['accuracy']:.3f} | {t['invalid']} | "
+                f"{_scores(t)} | "
+                f""
                 f"{t['latency_p50_s'] * 1000:.0f} | {t['prompt_tokens_per_item']:.0f} | - |"
             )
         labels = sorted({lab for st in d["students"].values() for r in st["methods"].values()
@@ -221,6 +221,12 @@ def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
     return tc, tp, tk, sc, sum(x["wall_s"] for x in parts)
 
 
+def _scores(r: dict[str, Any]) -> str:
+    """The cells every quality row shares: macro-F1, its CI, accuracy and invalid answers."""
+    lo, hi = r["macro_f1_ci95"]
+    return f"{r['macro_f1']:.3f} | [{lo:.2f}, {hi:.2f}] | {r['accuracy']:.3f} | {r['invalid']}"
+
+
 def _paired(r: dict[str, Any]) -> str:
     b = r["pld_minus_this"]
     return f"{b['diff']:+.3f} [{b['ci95'][0]:+.2f}, {b['ci95'][1]:+.2f}]"
@@ -251,16 +257,16 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
     )
     for m, r in d["quality_baselines"].items():
         out.append(
-            f"| {m} | {r['n']} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.2f}, "
-            f"{r['macro_f1_ci95'][1]:.2f}] | {r['accuracy']:.3f} | {r['invalid']} | "
+            f"| {m} | {r['n']} | {_scores(r)} | "
+            f""
             f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | - | - | - | - | "
             f"{r['latency_p50_s'] * 1000:.0f} |"
         )
     for m, r in d["methods"].items():
         tc, tp, tk, sc, wall = _build_cost(r)
         out.append(
-            f"| {m} | {r['n']} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.2f}, "
-            f"{r['macro_f1_ci95'][1]:.2f}] | {r['accuracy']:.3f} | {r['invalid']} | "
+            f"| {m} | {r['n']} | {_scores(r)} | "
+            f""
             f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | {tc} | {tp} + {tk} | "
             f"{sc} | {wall:.0f} | {r['latency_p50_s'] * 1000:.0f} |"
         )
@@ -309,8 +315,8 @@ def peer() -> str:
         tc, tp, tk = _u(f["distill_usage"], "teacher")
         sc = _u(f["distill_usage"], "student")[0]
         out.append(
-            f"| pld (own empty cache) | {f['macro_f1']:.3f} | [{f['macro_f1_ci95'][0]:.2f}, "
-            f"{f['macro_f1_ci95'][1]:.2f}] | {f['accuracy']:.3f} | {f['invalid']} | - | {tc} | "
+            f"| pld (own empty cache) | {_scores(f)} | "
+            f"- | {tc} | "
             f"{tp} + {tk} | {sc} | {f['distill_wall_s_this_process']:.0f}"
             f"{' (resumed)' if f['distill_resumed'] else ''} | "
             f"{f['latency_p50_s'] * 1000:.0f} | {f['prompt_tokens_per_item']:.0f} | "
@@ -322,8 +328,8 @@ def peer() -> str:
             _, sp, sk = _u(r["usage"], "student")
             mc = r["mcnemar_vs_pld_fresh"]
             out.append(
-                f"| {name} | {r['macro_f1']:.3f} | [{r['macro_f1_ci95'][0]:.2f}, "
-                f"{r['macro_f1_ci95'][1]:.2f}] | {r['accuracy']:.3f} | {r['invalid']} | "
+                f"| {name} | {_scores(r)} | "
+                f""
                 f"{mc['p_value']:.3g} | {tc} | {tp} + {tk} | {sc} | {wall:.0f} | "
                 f"{r['latency_p50_s'] * 1000:.0f} | {sp / n:.0f} | {sk / n:.1f} |"
             )
