@@ -169,7 +169,6 @@ def quality() -> str:
             out.append(
                 f"| teacher {d['args']['teacher']} | zero-shot (ceiling) | {t['n']} | "
                 f"{_scores(t)} | "
-                f""
                 f"{t['latency_p50_s'] * 1000:.0f} | {t['prompt_tokens_per_item']:.0f} | - |"
             )
         labels = sorted({lab for st in d["students"].values() for r in st["methods"].values()
@@ -258,7 +257,6 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
     for m, r in d["quality_baselines"].items():
         out.append(
             f"| {m} | {r['n']} | {_scores(r)} | "
-            f""
             f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | - | - | - | - | "
             f"{r['latency_p50_s'] * 1000:.0f} |"
         )
@@ -266,7 +264,6 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
         tc, tp, tk, sc, wall = _build_cost(r)
         out.append(
             f"| {m} | {r['n']} | {_scores(r)} | "
-            f""
             f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | {tc} | {tp} + {tk} | "
             f"{sc} | {wall:.0f} | {r['latency_p50_s'] * 1000:.0f} |"
         )
@@ -329,7 +326,6 @@ def peer() -> str:
             mc = r["mcnemar_vs_pld_fresh"]
             out.append(
                 f"| {name} | {_scores(r)} | "
-                f""
                 f"{mc['p_value']:.3g} | {tc} | {tp} + {tk} | {sc} | {wall:.0f} | "
                 f"{r['latency_p50_s'] * 1000:.0f} | {sp / n:.0f} | {sk / n:.1f} |"
             )
