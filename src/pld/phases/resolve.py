@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pld._async import gather_all
-from pld.decide import Candidate, choose
+from pld.decide import Candidate, candidates_of, choose, layout_pass
 from pld.metrics import macro_f1
 from pld.models.client import ChatClient
 from pld.phases._teacher import ask_json
@@ -470,28 +470,28 @@ async def _choose_scoring(
     student: ChatClient,
     settings: ResolveSettings,
     on_done: Callable[[], None] | None,
-) -> tuple[ResolveSettings, dict[str, Any] | None]:
-    """The settings the loop judges with, and the record of how its scoring was chosen.
+) -> tuple[ResolveSettings, dict[str, Any] | None, list[Prediction] | None]:
+    """The settings the loop judges with, the record of how its scoring was chosen, and the
+    start set's validation predictions under that choice (None: not chosen here).
 
     Judging candidates under calibrated scores when the decide stage will then pick raw ones
     (or the reverse) accepts and rejects edits by a decision nobody uses: with a 1.5B student
     calibration moved validation macro-F1 by 0.1-0.3 in either direction. Both readings come
-    from the same label distributions, so the choice costs only the content-free calls."""
+    from one raw pass (decide's own ``layout_pass``), so the choice costs only the
+    content-free calls."""
     if settings.choose_calibration is None:
-        return settings, None
-    preds = {}
-    for cal in (settings.calibrate, not settings.calibrate):
-        _, preds[Candidate(DEFAULT_LAYOUT, cal)] = await score(
-            task, start, val, student, on_done, calibrate=cal
-        )
+        return settings, None, None
+    lp = await layout_pass(DEFAULT_LAYOUT, task, start, val, student, on_done)
+    preds = candidates_of([lp], task.labels)
     default = Candidate(DEFAULT_LAYOUT, settings.calibrate)
-    if any(p.scores is None for p in preds[default]):  # no distribution: nothing to choose
-        return settings, None
+    if default not in preds:  # no distribution: nothing to choose
+        return settings, None, None
     dec = choose(
         preds, default, task.labels, confidence=settings.choose_calibration, seed=settings.seed
     )
     rec = {"calibrate": dec["calibrate"], "scores": dec["scores"], "reason": dec["reason"]}
-    return replace(settings, calibrate=bool(dec["calibrate"])), rec
+    kept = list(preds[Candidate(DEFAULT_LAYOUT, bool(dec["calibrate"]))])
+    return replace(settings, calibrate=bool(dec["calibrate"])), rec, kept
 
 
 async def resolve(
@@ -507,8 +507,11 @@ async def resolve(
     on_done: Callable[[], None] | None = None,
 ) -> tuple[InstructionSet, list[dict[str, Any]], list[Prediction]]:
     """Return (best set, round records, best set's validation predictions)."""
-    settings, scoring = await _choose_scoring(task, start, val, student, settings, on_done)
-    f1, preds = await score(task, start, val, student, on_done, calibrate=settings.calibrate)
+    settings, scoring, preds = await _choose_scoring(task, start, val, student, settings, on_done)
+    if preds is None:
+        f1, preds = await score(task, start, val, student, on_done, calibrate=settings.calibrate)
+    else:
+        f1 = macro_f1(preds, task.labels)
     best = _Best(start, f1, preds, len(system_prompt_for(task, start)))
     rounds: list[dict[str, Any]] = []
     base = _baseline(best.val_f1, best.prompt_chars, len(start))
