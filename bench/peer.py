@@ -21,7 +21,8 @@ gap). DSPy's call/token counts come from its history.
 Frontier teacher (``bench/results/quality/<dataset>-frontier/``, after
 ``python -m bench.quality --dataset <dataset> --teacher frontier --students qwen-1.5b``):
 
-    python -m bench.peer --dataset stereoset-domain --teacher frontier [--gepa-budget 126]
+    python -m bench.peer --dataset stereoset-domain --teacher frontier [--gepa-budget 126] \
+        [--arms predict,miprov2,gepa]
 
 DSPy's optimizers get the same frontier teacher as pld: a ``bench.teacher_endpoint`` on
 ``<dataset>-frontier/dspy-teacher/`` (a transcript of its own; answer the files that appear in
@@ -37,7 +38,9 @@ paired bootstrap CI of the macro-F1 difference. After the worker, ``check_no_tes
 checks the DSPy teacher's transcript (the optimizers see training and validation items
 only); a request quoting a test item fails the run.
 
-Resumable in both modes (rerun the same command).
+Resumable in both modes (rerun the same command). ``--arms`` stages a long frontier run
+(e.g. ``--arms predict,miprov2`` now, ``--arms gepa`` later): arms already finished are kept in
+``dspy/raw.json`` and reported each time.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +167,9 @@ def pld_arm(
         return r
 
 
+ARMS = ("predict", "miprov2", "gepa")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", default="stereoset-domain")
@@ -200,7 +206,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--pld-only", action="store_true", help="only the pld arm (to run beside the DSPy arm)"
     )
+    ap.add_argument(
+        "--arms",
+        default=",".join(ARMS),
+        help="frontier only: the DSPy systems to run this time, in order (comma-separated, "
+        f"from {', '.join(ARMS)}); finished arms are kept, so a long run can be staged",
+    )
     a = ap.parse_args(argv)
+    a.arms = [x.strip() for x in a.arms.split(",") if x.strip()]
+    unknown = sorted(set(a.arms) - set(ARMS))
+    if unknown or not a.arms:
+        ap.error(f"--arms takes names from {', '.join(ARMS)} (got {', '.join(unknown) or 'none'})")
+    if a.teacher != FRONTIER and a.arms != list(ARMS):
+        ap.error("--arms needs --teacher frontier (the local mode runs predict and miprov2)")
     if a.teacher != FRONTIER and a.gepa_budget is not None:
         ap.error("--gepa-budget needs --teacher frontier (GEPA runs in the frontier mode only)")
     if a.teacher == FRONTIER and a.pld_only:
@@ -226,6 +244,7 @@ def write_spec(
     student_url: str,
     teacher: Mapping[str, Any],
     gepa: Mapping[str, Any] | None = None,
+    arms: Sequence[str] = ARMS,
 ) -> Path:
     """The worker's whole input; it quotes the dataset, so it is git-ignored."""
     spec_path = work / "spec.json"
@@ -237,6 +256,7 @@ def write_spec(
         "cache_dir": str(work / "cache"),
         "base_url": student_url,
         "teacher": dict(teacher),
+        "arms": list(arms),
         **{
             k: [{"id": e.id, "fields": dict(e.fields), "label": e.label} for e in part]
             for k, part in parts.items()
@@ -540,7 +560,7 @@ def frontier_main(a: argparse.Namespace) -> None:
             }
             # the optimizers get train and val; test goes to the worker for the student only
             parts = {"train": train, "val": val, "test": test}
-            spec_path = write_spec(work, task, q["seed"], parts, url, teacher, gepa)
+            spec_path = write_spec(work, task, q["seed"], parts, url, teacher, gepa, a.arms)
             rc, wall = run_worker(py, spec_path, work / "raw.json")
     finally:
         server.terminate()

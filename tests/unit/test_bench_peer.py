@@ -98,6 +98,19 @@ def test_frontier_arguments() -> None:
             parse_args(bad)
 
 
+def test_arms_stage_a_frontier_run() -> None:
+    assert parse_args(["--teacher", "frontier"]).arms == ["predict", "miprov2", "gepa"]
+    a = parse_args(["--teacher", "frontier", "--arms", "predict, miprov2"])
+    assert a.arms == ["predict", "miprov2"]
+    for bad in (
+        ["--teacher", "frontier", "--arms", "predict,mipro"],
+        ["--teacher", "frontier", "--arms", ","],
+        ["--arms", "predict"],
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
 def test_check_frontier_run_names_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     ok = {
