@@ -79,7 +79,7 @@ class Distiller:
 
     def __init__(
         self,
-        teacher: ModelArg,
+        teacher: ModelArg | None,
         student: ModelArg,
         embedder: EmbedArg | None = "local:smollm2",
         *,
@@ -114,6 +114,7 @@ class Distiller:
     def _clients(
         self, acct: Accountant, cache: Cache | None
     ) -> tuple[ChatClient, ChatClient, EmbedClient]:
+        assert self.teacher is not None  # afit refuses a teacherless Distiller first
         cfg = self._cfg()
         prices = self.prices or {}
         limits = {
@@ -204,6 +205,11 @@ class Distiller:
         ``TeacherBatchPending``. With ``lint_strict`` any lint finding raises ``LintFailed``
         once the run is complete and saved (the fitted state is set, so the caller can still
         read it)."""
+        if self.teacher is None:
+            raise ConfigError(
+                "this Distiller has no teacher (Distiller.load gives one that only predicts); "
+                "to fit, create Distiller(teacher=SPEC, student=SPEC)"
+            )
         cfg = self._cfg()
         t, train_ex, val_ex = self._prepare(train, val, options.get("task"))
         acct = Accountant(max_calls=cfg.max_calls, max_cost_usd=cfg.max_cost_usd)
@@ -328,7 +334,7 @@ class Distiller:
         rb = Rulebook.load(path)
         if "config" not in kw and rb.run_info.get("config"):
             kw["config"] = DistillConfig.from_dict(rb.run_info["config"])
-        d = cls(teacher=student, student=student, embedder=None, **kw)
+        d = cls(teacher=None, student=student, embedder=None, **kw)
         d.rulebook_ = rb
         d.rounds_ = [dict(r) for r in rb.rounds]
         d.run_dir_ = rb.origin

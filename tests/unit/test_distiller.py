@@ -48,8 +48,13 @@ def test_fit_writes_every_artifact_and_predicts(tmp_path: Path) -> None:
     preds = d.predict(list(val.examples))
     assert [p.label for p in preds] == [e.label for e in val.examples]
     # the saved prompt works verbatim: reload and predict the same
-    again = Distiller.load(run, student=make_student()).predict(list(val.examples))
+    loaded = Distiller.load(run, student=make_student())
+    again = loaded.predict(list(val.examples))
     assert [p.label for p in again] == [p.label for p in preds]
+    # a loaded Distiller only predicts: it never takes its student for a teacher
+    assert loaded.teacher is None
+    with pytest.raises(ConfigError, match="no teacher"):
+        loaded.fit(train, val, run_dir=tmp_path / "run2")
 
 
 def test_resume_after_interruption_repeats_no_teacher_call(tmp_path: Path) -> None:
