@@ -8,7 +8,7 @@ cluster) and contract-nli (train_truncated for distillation, test for evaluation
 shortened to fit the student's context by the documented ``retrieve`` strategy).
 
 Methods per student: zero-shot, few-shot (k=5), CoT, PLD after synthesis (instructions_v0),
-PLD after resolve (zero-shot and both PLD prompts also uncalibrated, ``-raw``); plus the
+PLD after resolve (zero-shot, few-shot and both PLD prompts also uncalibrated, ``-raw``); plus the
 teacher's own zero-shot score — except for ``--teacher frontier``, whose replies a frontier LLM
 writes as files (bench.teacher_endpoint) and which must never see a test item. Everything
 goes through one cache (bench/results/quality/cache.sqlite) and results are written after
@@ -350,6 +350,9 @@ class Bench:
         # the baselines that cost most last (few-shot prefills k demonstrations, CoT decodes),
         # so an interrupted run already has PLD against zero-shot
         self.method(st, "few-shot", s_spec, student, "few-shot")
+        # the same answers read raw (cached distributions, no new call): a student whose
+        # calibrated answers collapse onto one label gets the fairer of the two readings
+        self.method(st, "few-shot-raw", s_spec, student, "few-shot", calibrate=False)
         self.method(st, "cot", s_spec, student, "cot", items=self.test[: a.cot_n])
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():
