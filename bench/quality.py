@@ -350,8 +350,8 @@ class Bench:
         # the baselines that cost most last (few-shot prefills k demonstrations, CoT decodes),
         # so an interrupted run already has PLD against zero-shot
         self.method(st, "few-shot", s_spec, student, "few-shot")
-        # the same answers read raw (cached distributions, no new call): a student whose
-        # calibrated answers collapse onto one label gets the fairer of the two readings
+        # the same answers read raw (cached distributions, no new call), as zero-shot and PLD
+        # are: a baseline whose calibrated answers collapse onto one label is not judged by that
         self.method(st, "few-shot-raw", s_spec, student, "few-shot", calibrate=False)
         self.method(st, "cot", s_spec, student, "cot", items=self.test[: a.cot_n])
         pld_ok = st["methods"]["pld"]["_correct"]
