@@ -218,8 +218,9 @@ def main() -> None:
         save()
         print(f"{name} done", flush=True)
 
-    # Which systems this process runs (bench.peer --arms); finished ones stay in ``out``.
-    arms = spec.get("arms", ["predict", "miprov2", "gepa"])
+    # Which systems this process runs (bench.peer --arms, written into every spec it makes);
+    # finished ones stay in ``out``.
+    arms = spec["arms"]
     zero = dspy.Predict(signature)
     if "predict" in arms and "dspy-predict" not in out:
         out["dspy-predict"] = run(zero, test)
