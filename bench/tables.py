@@ -190,16 +190,28 @@ def quality() -> str:
                 )
             dd = st.get("distill")
             if dd:
-                u = dd["usage_by_role"].get("teacher", {})
                 out.append(
                     f"\n{s}: {dd['rules']} rules extracted ({dd['extraction_failures']} "
                     f"failed), {dd['instructions_v0']} synthesized, "
-                    f"{dd['instructions']} final; teacher {u.get('calls', 0)} calls "
-                    f"({u.get('cache_hits', 0)} cache hits), "
-                    f"{u.get('prompt_tokens', 0)} + {u.get('completion_tokens', 0)} tokens."
-                    "\n"
+                    f"{dd['instructions']} final; {_teacher_use(d, dd)}.\n"
                 )
     return "\n".join(out)
+
+
+def _teacher_use(d: dict[str, Any], dd: dict[str, Any]) -> str:
+    """This process's teacher usage, or, for a run that replayed a recorded frontier teacher
+    (zero live calls here), the transcript's counts: "0 calls" would misstate what it cost."""
+    u = dd["usage_by_role"].get("teacher", {})
+    t = d.get("teacher_transcript")
+    if t and not u.get("calls"):
+        return (
+            f"teacher replayed from its transcript ({t['requests']} requests, "
+            f"{t['answers']} replies, {len(t['quoting_test_items'])} quoting a test item)"
+        )
+    return (
+        f"teacher {u.get('calls', 0)} calls ({u.get('cache_hits', 0)} cache hits), "
+        f"{u.get('prompt_tokens', 0)} + {u.get('completion_tokens', 0)} tokens"
+    )
 
 
 def _u(usage: dict[str, Any], role: str) -> tuple[int, int, int]:

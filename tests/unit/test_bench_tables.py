@@ -1,0 +1,17 @@
+"""bench.tables states what a run's teacher cost, including runs that replayed a recording."""
+
+from __future__ import annotations
+
+from bench.tables import _teacher_use
+
+
+def test_a_replayed_frontier_run_reports_its_transcript_not_zero_calls() -> None:
+    replayed = {"usage_by_role": {"teacher": {"calls": 0, "cache_hits": 0}}}
+    run = {"teacher_transcript": {"requests": 126, "answers": 126, "quoting_test_items": []}}
+    assert _teacher_use(run, replayed) == (
+        "teacher replayed from its transcript (126 requests, 126 replies, 0 quoting a test item)"
+    )
+    live = {"usage_by_role": {"teacher": {"calls": 4, "cache_hits": 55, "prompt_tokens": 10,
+                                          "completion_tokens": 3}}}  # fmt: skip
+    assert _teacher_use(run, live) == "teacher 4 calls (55 cache hits), 10 + 3 tokens"
+    assert _teacher_use({}, replayed).startswith("teacher 0 calls")
