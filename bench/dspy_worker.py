@@ -145,14 +145,24 @@ def main() -> None:
         start, t0 = len(history), time.perf_counter()
         preds = []
         for ex in items:
-            t = time.perf_counter()
+            t, n0 = time.perf_counter(), len(history)
+            replies: list[str] = []
             try:
                 label: str | None = str(program(**ex.inputs()).label)
                 err = ""
             except Exception as e:  # a reply DSPy cannot parse: invalid, scored wrong
                 label, err = None, f"{type(e).__name__}: {str(e)[:200]}"
+                # the student's own words, every adapter's attempt (ChatAdapter, then DSPy's
+                # JSON fallback), so bench.peer can show what a lenient reader would accept
+                replies = [str((h.get("outputs") or [""])[0])[:400] for h in history[n0:]]
             preds.append(
-                {"id": ex.id, "label": label, "error": err, "latency_s": time.perf_counter() - t}
+                {
+                    "id": ex.id,
+                    "label": label,
+                    "error": err,
+                    "latency_s": time.perf_counter() - t,
+                    "replies": replies,
+                }
             )
         return {"preds": preds, "wall_s": time.perf_counter() - t0, "usage": usage(start)}
 
@@ -238,6 +248,11 @@ def main() -> None:
             max_labeled_demos=0,
             num_threads=1,
             seed=spec["seed"],
+            # DSPy stops an optimizer after 10 replies it cannot parse (dspy.settings.max_errors);
+            # a student that breaks the field frame (the coder model writes "= unrelated" on
+            # the stereotype scheme) would end MIPROv2 in its bootstrap. Unparsed replies still
+            # score 0; the search just goes on, as GEPA's does.
+            max_errors=len(train) + len(val),
         )
         return opt.compile(zero.deepcopy(), trainset=train, valset=val), {}
 

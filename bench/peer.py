@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import re
 import subprocess
 import sys
 import time
@@ -63,6 +64,7 @@ from pld.cache import Cache
 from pld.distiller import Distiller
 from pld.evaluate import mcnemar_counts
 from pld.metrics import paired_bootstrap_diff, summary
+from pld.phases.classify import parse_label
 from pld.predictions import Prediction
 from pld.rulebook import Rulebook
 from pld.tasks.base import Example, Task, template_fields
@@ -70,7 +72,14 @@ from pld.tasks.base import Example, Task, template_fields
 DSPY_VERSION = "3.4.1"
 VENV = ROOT / ".venv-dspy"
 # Baselines of the frontier bench.quality run shown beside pld and DSPy (same student, items).
-QUALITY_BASELINES = ("zero-shot", "zero-shot-raw", "zero-shot-fitted", "few-shot", "cot")
+QUALITY_BASELINES = (
+    "zero-shot",
+    "zero-shot-raw",
+    "zero-shot-fitted",
+    "few-shot",
+    "few-shot-raw",
+    "cot",
+)
 # A frontier teacher's call is held open until its answer file exists: hours, never retried.
 FRONTIER_TIMEOUT_S = 24 * 3600
 
@@ -303,6 +312,45 @@ def dspy_predictions(r: Mapping[str, Any], task: Task, gold: Mapping[str, str]) 
     ]
 
 
+_FIELD = re.compile(r"\[\[\s*##\s*label\s*##\s*\]\]\s*(.*?)\s*(?:\[\[|$)", re.S)
+_JSON_LABEL = re.compile(r'"label"\s*:\s*"([^"]*)"')
+
+
+def lenient_label(replies: Sequence[str], labels: Sequence[str]) -> str | None:
+    """What a forgiving reader takes from replies DSPy could not parse: the ``label`` field's
+    text (ChatAdapter's marker or the JSON fallback's key) without leading ``=``/``:``, read
+    by pld's own label parser. DSPy itself scores such a reply as no answer."""
+    for reply in replies:
+        m = _FIELD.search(reply) or _JSON_LABEL.search(reply)
+        if m:
+            found = parse_label(m.group(1).lstrip("=: \t"), labels)
+            if found is not None:
+                return found
+    return None
+
+
+def with_lenient_readings(
+    raw: Mapping[str, Any], labels: Sequence[str]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every DSPy system as DSPy scores it, and, where some replies failed DSPy's parse but
+    carry a label, the same system read leniently (``<name>-lenient``): the two rows separate
+    the prompt DSPy wrote from the output frame the student could not keep."""
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    for name, r in raw.items():
+        if not isinstance(r, dict) or "preds" not in r:
+            continue
+        out.append((name, r))
+        read = [
+            {**p, "label": lenient_label(p["replies"], labels), "error": ""}
+            if p.get("replies") and lenient_label(p["replies"], labels)
+            else p
+            for p in r["preds"]
+        ]
+        if read != r["preds"]:
+            out.append((f"{name}-lenient", {**r, "preds": read}))
+    return out
+
+
 def dspy_methods(
     raw: Mapping[str, Any],
     task: Task,
@@ -315,9 +363,7 @@ def dspy_methods(
     CI of pld's macro-F1 minus the system's."""
     gold = {e.id: e.label for e in test}
     methods: dict[str, dict[str, Any]] = {}
-    for name, r in raw.items():
-        if not isinstance(r, dict) or "preds" not in r:
-            continue
+    for name, r in with_lenient_readings(raw, task.labels):
         preds = dspy_predictions(r, task, gold)
         s = summary(preds, task.labels)
         s["wall_s"] = r["wall_s"]
