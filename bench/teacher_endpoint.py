@@ -112,10 +112,11 @@ def check_no_test_items(
 
     ``test_texts`` may hold whole rendered items and single field values; texts shorter than
     12 characters, and texts that also occur in ``seen`` (the training and validation items,
-    which the teacher may quote: ContractNLI repeats its hypotheses across items), are not
-    evidence of a leak and are skipped. Matching is on whole words, case and punctuation
-    ignored."""
-    allowed = {_words(t) for t in seen}
+    which the teacher may quote: ContractNLI repeats its hypotheses across items), whole or
+    inside one of them (StereoSet's test context "The delivery man was BLANK." is part of a
+    training context "The delivery man was BLANK with his delivery"), are not evidence of a
+    leak and are skipped. Matching is on whole words, case and punctuation ignored."""
+    allowed = " | ".join({_words(t) for t in seen})
     texts = [w for w in {_words(t) for t in test_texts if len(t.strip()) >= 12} if w not in allowed]
     leaks: list[str] = []
     files = sorted((root / "requests").glob("*.json"))

@@ -16,9 +16,11 @@ from bench.peer import (
     dspy_methods,
     gepa_budget,
     item_texts,
+    lenient_label,
     parse_args,
     quality_baselines,
     recorded_predictions,
+    with_lenient_readings,
 )
 from bench.tables import peer_frontier
 from bench.teacher_endpoint import check_no_test_items, transcript_cost
@@ -64,6 +66,16 @@ def test_check_no_test_items_sees_quotes_in_any_layout(tmp_path: Path) -> None:
     shared = "A train sentence that is long enough."
     assert check_no_test_items(tmp_path, [shared])["quoting_test_items"] == ["c.json"]
     assert check_no_test_items(tmp_path, [shared], seen=[shared])["quoting_test_items"] == []
+    # ... or contain within a longer item (a test context that is part of a training one)
+    part = "A train sentence that is long"
+    assert check_no_test_items(tmp_path, [part])["quoting_test_items"] == ["c.json"]
+    assert check_no_test_items(tmp_path, [part], seen=[shared])["quoting_test_items"] == []
+    # but a seen text inside a longer test text does not excuse the test text
+    longer = "A train sentence that is long enough. And a test tail."
+    _request(tmp_path, "e", longer)
+    assert check_no_test_items(tmp_path, [longer], seen=[shared])["quoting_test_items"] == [
+        "e.json"
+    ]
 
 
 def test_transcript_cost_counts_each_request_once(tmp_path: Path) -> None:
@@ -196,3 +208,36 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     assert "GEPA stopped by its teacher-call budget after 3 teacher calls (budget 3)" in text
     assert "0 quoting a test item; pld's: 126" in text
     assert 'dspy-gepa\'s instruction, verbatim: "Answer a."' in text
+
+
+LABELS = ["stereotype", "anti-stereotype", "unrelated"]
+
+
+def test_lenient_label_reads_what_the_student_meant_and_nothing_else() -> None:
+    chat = "[[ ## label ## ]]\n= anti-stereotype\n\n[[ ## completed ## ]]"
+    assert lenient_label([chat], LABELS) == "anti-stereotype"
+    assert lenient_label(['{"label": "= unrelated"}'], LABELS) == "unrelated"
+    # the first reply carries no label, DSPy's JSON fallback does
+    assert lenient_label(["[[ ## label ## ]]\nmaybe", '{"label": "stereotype"}'], LABELS) == (
+        "stereotype"
+    )
+    assert lenient_label(["[[ ## label ## ]]\nneutral\n"], LABELS) is None
+    assert lenient_label(["= unrelated"], LABELS) is None  # no label field: not guessed
+
+
+def test_lenient_row_only_where_dspy_dropped_a_readable_reply() -> None:
+    ok = {"id": "a", "label": "unrelated", "error": "", "latency_s": 1.0, "replies": []}
+    bad = {
+        "id": "b",
+        "label": None,
+        "error": "AdapterParseError: ...",
+        "latency_s": 1.0,
+        "replies": ["[[ ## label ## ]]\n= stereotype\n"],
+    }
+    clean = {"dspy-predict": {"preds": [ok], "wall_s": 1.0, "usage": {}}}
+    assert [n for n, _ in with_lenient_readings(clean, LABELS)] == ["dspy-predict"]
+    raw = {"dspy-predict": {"preds": [ok, bad], "wall_s": 1.0, "usage": {}}, "x-attempts": []}
+    rows = dict(with_lenient_readings(raw, LABELS))
+    assert list(rows) == ["dspy-predict", "dspy-predict-lenient"]
+    assert rows["dspy-predict"]["preds"][1]["label"] is None  # DSPy's own score untouched
+    assert rows["dspy-predict-lenient"]["preds"][1]["label"] == "stereotype"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.tables import _teacher_use
+from bench.tables import _teacher_use, _test_p50
 
 
 def test_a_replayed_frontier_run_reports_its_transcript_not_zero_calls() -> None:
@@ -15,3 +15,10 @@ def test_a_replayed_frontier_run_reports_its_transcript_not_zero_calls() -> None
                                           "completion_tokens": 3}}}  # fmt: skip
     assert _teacher_use(run, live) == "teacher 4 calls (55 cache hits), 10 + 3 tokens"
     assert _teacher_use({}, replayed).startswith("teacher 0 calls")
+
+
+def test_a_test_pass_replayed_from_cache_has_no_latency() -> None:
+    served = {"n": 3, "latency_p50_s": 0.5, "usage": {"student": {"calls": 3, "prompt_tokens": 9}}}
+    assert _test_p50(served) == "500"
+    replayed = {"n": 3, "latency_p50_s": 0.004, "usage": {"student": {"cache_hits": 3}}}
+    assert _test_p50(replayed) == "- (3 of 3 replayed)"
