@@ -260,3 +260,26 @@ async def test_retries_count_against_the_call_cap(sleeps: list[float]) -> None:
     with pytest.raises(BudgetExceeded, match="max_calls=2"):
         await c.complete(MSG, OPT)
     assert len(fake.requests) == 2 and acct.total_calls == 2
+
+
+async def test_a_cancel_that_lands_as_the_call_finishes_is_not_lost() -> None:
+    """Ctrl-C cancels the run's task; when the model's answer arrives in the same loop step,
+    Python 3.11's wait_for returned it and dropped the cancel, so the run went on to its end
+    (seen as a flaky test_faults SIGINT case: 110 calls after the signal)."""
+    caller: list[asyncio.Task[object]] = []
+
+    class AnswersAsItIsCancelled(ScriptedChatModel):
+        async def complete(self, messages, options):  # type: ignore[no-untyped-def]
+            caller[0].cancel()  # the cancel and the answer in one loop step
+            return await super().complete(messages, options)
+
+    client = ChatClient(AnswersAsItIsCancelled(["x", "y"]), role="t")
+    assert client.limits.timeout_s is not None  # the wait_for path
+
+    async def call() -> object:
+        return await client.complete(MSG, OPT)
+
+    task = asyncio.ensure_future(call())
+    caller.append(task)  # type: ignore[arg-type]
+    with pytest.raises(asyncio.CancelledError):
+        await task

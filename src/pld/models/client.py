@@ -393,12 +393,19 @@ class _Retrying:
         if self.limits.timeout_s is None:
             return await call()
         try:
-            return await asyncio.wait_for(call(), self.limits.timeout_s)
+            out = await asyncio.wait_for(call(), self.limits.timeout_s)
         except TimeoutError as e:
             raise BackendTimeout(
                 f"the {self.role} call took longer than {self.limits.timeout_s:g}s; raise the "
                 "timeout or check the endpoint"
             ) from e
+        # Python 3.11's wait_for returns the result when the call finishes in the same loop
+        # step as a cancel of this task (Ctrl-C cancels the run's main task): the cancel would
+        # be lost and a stopped run would go on to its end. Honour it here.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        return out
 
 
 async def _poll_pause() -> None:
