@@ -4,6 +4,7 @@ can kill -9 it at any point (python -m tests.fault_worker RUN_DIR CACHE [--resum
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from pld.distiller import Distiller
@@ -15,6 +16,10 @@ CFG = SCRIPTED_CFG
 
 
 def main() -> None:
+    # A shell starts background jobs with SIGINT ignored and children inherit that, so a suite
+    # launched with `make test &` would see this worker shrug off the tests' SIGINT and run
+    # to its end. The tests mean an interactive Ctrl-C: restore Python's handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run_dir, cache = sys.argv[1], sys.argv[2]
     resume = "--resume" in sys.argv
     delay = 1.0 if "--slow" in sys.argv else 0.03
