@@ -340,13 +340,12 @@ def with_lenient_readings(
         if not isinstance(r, dict) or "preds" not in r:
             continue
         out.append((name, r))
-        read = [
-            {**p, "label": lenient_label(p["replies"], labels), "error": ""}
-            if p.get("replies") and lenient_label(p["replies"], labels)
-            else p
-            for p in r["preds"]
-        ]
-        if read != r["preds"]:
+        read, recovered = [], False
+        for p in r["preds"]:
+            label = lenient_label(p.get("replies", []), labels)
+            recovered |= label is not None
+            read.append({**p, "label": label, "error": ""} if label is not None else p)
+        if recovered:
             out.append((f"{name}-lenient", {**r, "preds": read}))
     return out
 

@@ -393,19 +393,22 @@ class _Retrying:
         if self.limits.timeout_s is None:
             return await call()
         try:
-            out = await asyncio.wait_for(call(), self.limits.timeout_s)
+            return await asyncio.wait_for(call(), self.limits.timeout_s)
         except TimeoutError as e:
             raise BackendTimeout(
                 f"the {self.role} call took longer than {self.limits.timeout_s:g}s; raise the "
                 "timeout or check the endpoint"
             ) from e
-        # Python 3.11's wait_for returns the result when the call finishes in the same loop
-        # step as a cancel of this task (Ctrl-C cancels the run's main task): the cancel would
-        # be lost and a stopped run would go on to its end. Honour it here.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
-        return out
+
+
+def _honour_a_swallowed_cancel() -> None:
+    """Raise the cancel Python 3.11's ``wait_for`` can drop: when the call finishes in the same
+    loop step as a cancel of the waiting task (Ctrl-C cancels the run's main task), it returns
+    the answer and the cancel is gone, so a stopped run would go on to its end. Called once the
+    answer is accounted and cached, so stopping loses nothing that was paid for."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _poll_pause() -> None:
@@ -512,6 +515,7 @@ class ChatClient:
         )
         if self.cache is not None:
             self.cache.put_completion(key, comp.to_json())
+        _honour_a_swallowed_cancel()
         return comp
 
 
@@ -583,6 +587,7 @@ class EmbedClient:
                 found[i] = np.asarray(v, dtype=np.float32)
             if self.cache is not None:
                 self.cache.put_embeddings([(keys[i], found[i]) for i in idx])
+            _honour_a_swallowed_cancel()
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([found[i] for i in range(len(texts))]).astype(np.float32)
