@@ -33,6 +33,14 @@ from typing import Any, Literal
 
 Usage = dict[str, dict[str, int]]
 
+# The worker's exit code when a search was paused (not failed): bench.peer reports it as such.
+PAUSED_EXIT = 3
+
+
+class Paused(Exception):
+    """A search stopped on request between two iterations, to be resumed by a rerun. Raised
+    (not a normal stop) so DSPy does not return the search's best-so-far as its result."""
+
 
 def feedback(gold: str, predicted: object) -> tuple[float, str]:
     """Score and reflection text for one training item. GEPA's teacher reads the text for
@@ -51,7 +59,12 @@ class TeacherCallBudget:
     replays excluded). GEPA checks its stop conditions before every iteration, and an
     iteration asks the teacher once at most for a one-predictor program, so the search stops
     at the budget. ``on_check`` runs at every check (the worker records its usage there, so a
-    process killed mid-search leaves its calls on record)."""
+    process killed mid-search leaves its calls on record).
+
+    A search of pld's budget takes hours of this student, longer than one sitting, so it can be
+    paused: when ``pause_file`` exists at a check, ``Paused`` is raised. That is an iteration
+    boundary, where the usage on record is exact and GEPA has just checkpointed its state (a
+    kill mid-iteration instead leaves that iteration's teacher call off the record)."""
 
     def __init__(
         self,
@@ -59,6 +72,7 @@ class TeacherCallBudget:
         before: int,
         calls_now: Callable[[], int],
         on_check: Callable[[], None] = lambda: None,
+        pause_file: Path | None = None,
     ) -> None:
         self.budget, self.before, self.calls_now, self.on_check = (
             budget,
@@ -66,6 +80,7 @@ class TeacherCallBudget:
             calls_now,
             on_check,
         )
+        self.pause_file = pause_file
         self.reached = False
 
     def used(self) -> int:
@@ -74,6 +89,10 @@ class TeacherCallBudget:
     def __call__(self, _state: object = None) -> bool:
         self.on_check()
         self.reached = self.used() >= self.budget
+        if not self.reached and self.pause_file is not None and self.pause_file.exists():
+            raise Paused(
+                f"paused by {self.pause_file} at {self.used()} of {self.budget} teacher calls"
+            )
         return self.reached
 
 
@@ -172,6 +191,7 @@ def main() -> None:
         tmp.replace(out_path)
 
     failed: list[str] = []
+    paused: list[str] = []
     Compile = Callable[[Callable[[], None], list[dict[str, Any]]], tuple[Any, dict[str, Any]]]
 
     def optimize(name: str, compile_fn: Compile) -> None:
@@ -205,6 +225,12 @@ def main() -> None:
             checkpoint()
             try:
                 optimized, extra = compile_fn(checkpoint, earlier)
+            except Paused as e:
+                rec["error"] = f"paused: {e}"
+                checkpoint()
+                print(f"{name} {e}; rerun to resume", file=sys.stderr, flush=True)
+                paused.append(name)
+                return
             except Exception as e:  # reported, not hidden: the optimizer's own failure
                 rec["error"] = f"{type(e).__name__}: {str(e)[:500]}"
                 checkpoint()
@@ -263,6 +289,8 @@ def main() -> None:
         optimize("dspy-gepa", gepa_compiler(dspy, g, zero, teacher, train, val, usage, spec))
     if failed:
         raise SystemExit(f"{', '.join(failed)} failed; see above (a rerun resumes)")
+    if paused:
+        raise SystemExit(PAUSED_EXIT)
 
 
 def gepa_compiler(
@@ -277,7 +305,8 @@ def gepa_compiler(
 ) -> Callable[[Callable[[], None], list[dict[str, Any]]], tuple[Any, dict[str, Any]]]:
     """GEPA over the zero-shot program's instruction, the teacher reflecting on training
     minibatches (validation items track its Pareto front); stopped by ``TeacherCallBudget``.
-    ``log_dir`` keeps GEPA's checkpoint, so a rerun resumes the search where it stopped."""
+    ``log_dir`` keeps GEPA's checkpoint, so a rerun resumes the search where it stopped;
+    ``touch <log_dir>/PAUSE`` pauses it at the next iteration (see ``TeacherCallBudget``)."""
     from dspy.clients.base_lm import GLOBAL_HISTORY as history
 
     def gepa_metric(
@@ -295,6 +324,7 @@ def gepa_compiler(
             sum(int(a.get("usage", {}).get("teacher", {}).get("calls", 0)) for a in earlier),
             lambda: usage(start).get("teacher", {}).get("calls", 0),
             checkpoint,
+            Path(g["log_dir"]) / "PAUSE",
         )
         opt = dspy.GEPA(
             metric=gepa_metric,

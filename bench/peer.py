@@ -40,7 +40,10 @@ only); a request quoting a test item fails the run.
 
 Resumable in both modes (rerun the same command). ``--arms`` stages a long frontier run
 (e.g. ``--arms predict,miprov2`` now, ``--arms gepa`` later): arms already finished are kept in
-``dspy/raw.json`` and reported each time.
+``dspy/raw.json`` and reported each time. A GEPA search of pld's budget outlasts a sitting:
+``touch <dataset>-frontier/dspy/gepa/PAUSE`` pauses it at its next iteration (its calls on
+record, the command exits 0 saying so); the next run of the command removes the file and
+resumes the search.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, ROOT, machine
+from bench.dspy_worker import PAUSED_EXIT
 from bench.models import fetch
 from bench.quality import FRONTIER, distill_config, load, score, spec
 from bench.teacher_endpoint import TeacherEndpoint, check_no_test_items, transcript_cost
@@ -585,6 +589,10 @@ def frontier_main(a: argparse.Namespace) -> None:
     pld_preds = recorded_predictions(pld["_pred"], gold)
     work, teacher_dir = qdir / "dspy", qdir / "dspy-teacher"
     work.mkdir(exist_ok=True)
+    pause = work / "gepa" / "PAUSE"
+    if pause.exists():  # left by the pause that ended the last run: this run resumes
+        pause.unlink()
+        print(f"removed {pause}: resuming", flush=True)
     py = dspy_python()
     log = work / "log.txt"
     server, url = start_server(fetch(a.model), log)
@@ -638,7 +646,9 @@ def frontier_main(a: argparse.Namespace) -> None:
             f"{teacher_dir / 'requests'}): the DSPy rows are void; find how the test set "
             "reached the optimizer"
         )
-    if rc:
+    if rc == PAUSED_EXIT:
+        print("GEPA paused (its calls are on record); rerun the command to resume", flush=True)
+    elif rc:
         raise SystemExit(f"the DSPy worker failed (exit {rc}); see the output above and {log}")
 
 

@@ -232,6 +232,17 @@ def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
     return tc, tp, tk, sc, sum(x["wall_s"] for x in parts)
 
 
+def _attempt_line(att: dict[str, Any]) -> str:
+    """One optimizer process that ended before its optimizer returned: paused on request (a
+    search longer than a sitting) or died. Either way its calls count toward the cost."""
+    err = att["error"].splitlines()[0]
+    ended = "was paused" if err.startswith("paused") else "failed"
+    return (
+        f"\nA {att.get('optimizer', 'DSPy')} attempt {ended} after {att['wall_s']:.0f} s and "
+        f"was resumed (its calls are counted above): {err}"
+    )
+
+
 def _scores(r: dict[str, Any]) -> str:
     """The cells every quality row shares: macro-F1, its CI, accuracy and invalid answers."""
     lo, hi = r["macro_f1_ci95"]
@@ -301,11 +312,7 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
             f"teacher calls (budget {g['teacher_call_budget']}), {g['metric_calls']} student "
             f"rollouts, {g['candidates']} candidates."
         )
-    for att in d.get("failed_attempts", []):
-        out.append(
-            f"\nA {att.get('optimizer', 'DSPy')} attempt failed after {att['wall_s']:.0f} s and "
-            f"was resumed (its calls are counted above): {att['error'].splitlines()[0]}"
-        )
+    out += [_attempt_line(att) for att in d.get("failed_attempts", [])]
     for m in ("dspy-miprov2", "dspy-gepa"):
         ins = d["methods"].get(m, {}).get("instructions")
         if ins:
@@ -350,11 +357,7 @@ def peer() -> str:
                 f"{mc['p_value']:.3g} | {tc} | {tp} + {tk} | {sc} | {wall:.0f} | "
                 f"{r['latency_p50_s'] * 1000:.0f} | {sp / n:.0f} | {sk / n:.1f} |"
             )
-        for att in d.get("failed_attempts", []):
-            out.append(
-                f"\nAn optimizer attempt failed after {att['wall_s']:.0f} s and was resumed "
-                f"(its calls are counted above): {att['error'].splitlines()[0]}"
-            )
+        out += [_attempt_line(att) for att in d.get("failed_attempts", [])]
         ab = d.get("calibration_ablation")
         if ab:
             out += [

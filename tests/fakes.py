@@ -7,6 +7,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from pld.config import DistillConfig
 from pld.models.base import Completion, GenOptions, Message, Usage
@@ -45,8 +46,8 @@ def teacher_reply(
     options: GenOptions,
     *,
     bad_ids: tuple[str, ...] = (),
-    resolve_edits: list[list[dict]] | None = None,
-    state: dict | None = None,
+    resolve_edits: list[list[dict[str, Any]]] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> str:
     user = messages[1].content
     if 'The correct label for this input is "' in user:
@@ -85,7 +86,7 @@ def teacher_reply(
 
 
 def make_teacher(**kw: object) -> ScriptedChatModel:
-    state: dict = {}
+    state: dict[str, Any] = {}
     return ScriptedChatModel(
         lambda m, o: teacher_reply(m, o, state=state, **kw),  # type: ignore[arg-type]
         name="teacher",
@@ -188,7 +189,9 @@ def make_injected_task(n_per_label: int = 10) -> Task:
     return base.with_examples(ex)
 
 
-def obedient_teacher_reply(messages: Sequence[Message], options: GenOptions, state: dict) -> str:
+def obedient_teacher_reply(
+    messages: Sequence[Message], options: GenOptions, state: dict[str, Any]
+) -> str:
     """A teacher that obeys any instruction it finds in its input, in every phase."""
     user = messages[1].content
     hit = next((inj for inj in INJECTIONS if inj in user), None)
@@ -203,5 +206,5 @@ def obedient_teacher_reply(messages: Sequence[Message], options: GenOptions, sta
 
 
 def make_obedient_teacher() -> ScriptedChatModel:
-    state: dict = {}
+    state: dict[str, Any] = {}
     return ScriptedChatModel(lambda m, o: obedient_teacher_reply(m, o, state), name="obedient")

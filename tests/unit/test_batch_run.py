@@ -20,14 +20,14 @@ from pld.distiller import Distiller
 from pld.errors import ConfigError, TeacherBatchPending
 from pld.models.fake import HashEmbedder, ScriptedChatModel
 from pld.models.registry import parse_spec
-from pld.tasks.base import stratified_split
+from pld.tasks.base import Task, stratified_split
 from tests.fakes import SCRIPTED_CFG, make_student, make_task, make_teacher, teacher_reply
 
 CFG = SCRIPTED_CFG.with_overrides(calibrate=False)
 N = 15  # training examples, hence extraction requests
 
 
-def _data():  # type: ignore[no-untyped-def]
+def _data() -> tuple[Task, Task]:
     task = make_task(10)
     sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
     return task.with_examples(sp.train), task.with_examples(sp.val)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench.dspy_worker import TeacherCallBudget, feedback
+from bench.dspy_worker import Paused, TeacherCallBudget, feedback
 from bench.peer import (
     check_frontier_run,
     dspy_methods,
@@ -43,6 +43,20 @@ def test_teacher_call_budget_counts_earlier_processes() -> None:
     calls[0] = 2
     assert budget(None) is True and budget.reached
     assert checks == [1, 2]  # the worker's usage checkpoint ran at every check
+
+
+def test_a_pause_file_pauses_the_search_with_its_calls_on_record(tmp_path: Path) -> None:
+    calls, checks = [1], []
+    pause = tmp_path / "PAUSE"
+    budget = TeacherCallBudget(5, 0, lambda: calls[0], lambda: checks.append(calls[0]), pause)
+    assert budget(None) is False  # no file: the search goes on
+    calls[0] = 2
+    pause.touch()
+    with pytest.raises(Paused, match="at 2 of 5 teacher calls"):
+        budget(None)
+    assert checks == [1, 2]  # usage was recorded before the pause
+    calls[0] = 5
+    assert budget(None) is True  # a search that reached its budget finishes, paused or not
 
 
 def _request(root: Path, name: str, content: Any) -> None:
@@ -125,7 +139,7 @@ def test_arms_stage_a_frontier_run() -> None:
 
 def test_check_frontier_run_names_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
-    ok = {
+    ok: dict[str, Any] = {
         "args": {"teacher": "frontier", "students": "qwen-1.5b", "dataset": "d"},
         "students": {"qwen-1.5b": {"distill": {}, "methods": {"pld": {"_correct": {}}}}},
     }
@@ -157,7 +171,7 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     pld_pred = {e.id: e.label for e in test}  # pld right everywhere
     pld_preds = recorded_predictions(pld_pred, gold)
     stat = {"macro_f1_ci95": [0.5, 0.9], "latency_p50_s": 0.5, "invalid": 0, "accuracy": 1.0}
-    qres = {
+    qres: dict[str, Any] = {
         "students": {
             "s": {
                 "methods": {

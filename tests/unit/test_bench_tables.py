@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.tables import _teacher_use, _test_p50
+from bench.tables import _attempt_line, _teacher_use, _test_p50
 
 
 def test_a_replayed_frontier_run_reports_its_transcript_not_zero_calls() -> None:
@@ -22,3 +22,11 @@ def test_a_test_pass_replayed_from_cache_has_no_latency() -> None:
     assert _test_p50(served) == "500"
     replayed = {"n": 3, "latency_p50_s": 0.004, "usage": {"student": {"cache_hits": 3}}}
     assert _test_p50(replayed) == "- (3 of 3 replayed)"
+
+
+def test_a_paused_search_is_not_reported_as_a_failure() -> None:
+    paused = {"optimizer": "dspy-gepa", "wall_s": 3600.0, "error": "paused: paused by x at 40"}
+    assert "dspy-gepa attempt was paused after 3600 s" in _attempt_line(paused)
+    died = {"optimizer": "dspy-gepa", "wall_s": 1.0, "error": "the process ended\nmore"}
+    assert _attempt_line(died).endswith("failed after 1 s and was resumed (its calls are "
+                                        "counted above): the process ended")  # fmt: skip

@@ -99,7 +99,6 @@ def test_two_processes_share_one_cache(tmp_path: Path) -> None:
 
 
 def _deny_writes(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
-    import pld.cache
 
     denied = {str(p) for p in paths}
     real = os.access
@@ -109,7 +108,7 @@ def _deny_writes(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
             return False
         return real(p, mode, *a, **kw)
 
-    monkeypatch.setattr(pld.cache.os, "access", access)
+    monkeypatch.setattr("pld.cache.os.access", access)
 
 
 def _cache_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

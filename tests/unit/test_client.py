@@ -15,7 +15,6 @@ from pld.errors import (
     BudgetExceeded,
     RateLimited,
 )
-from pld.models import client as client_mod
 from pld.models.base import GenOptions, Message
 from pld.models.client import Accountant, ChatClient, EmbedClient, Limits, Price
 from pld.models.fake import HashEmbedder, ScriptedChatModel
@@ -35,7 +34,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded.append(d)
         await real_sleep(0)
 
-    monkeypatch.setattr(client_mod.asyncio, "sleep", fake_sleep)
+    monkeypatch.setattr("pld.models.client.asyncio.sleep", fake_sleep)
     return recorded
 
 
@@ -233,14 +232,14 @@ async def test_embed_client_caches_per_text(tmp_path: Path) -> None:
 async def test_rate_limiter_keeps_rpm_under_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """A virtual clock: 12 requests at 5 rpm must span >= 2 windows of 60 s."""
     now = [0.0]
-    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("pld.models.client.time.monotonic", lambda: now[0])
     real_sleep = asyncio.sleep
 
     async def advance(d: float) -> None:
         now[0] += d
         await real_sleep(0)
 
-    monkeypatch.setattr(client_mod.asyncio, "sleep", advance)
+    monkeypatch.setattr("pld.models.client.asyncio.sleep", advance)
     fake = ScriptedChatModel(lambda m, o: "x")
     stamps: list[float] = []
     c = ChatClient(fake, role="s", limits=Limits(requests_per_minute=5))
@@ -281,7 +280,7 @@ async def test_a_cancel_that_lands_as_the_call_finishes_is_not_lost(tmp_path: Pa
         return await client.complete(MSG, OPT)
 
     task = asyncio.ensure_future(call())
-    caller.append(task)  # type: ignore[arg-type]
+    caller.append(task)
     with pytest.raises(asyncio.CancelledError):
         await task
     assert acct.total_calls == 1 and cache.stats()["completions"] == 1

@@ -377,7 +377,9 @@ def test_paired_acceptance_rejects_a_tie_and_accepts_a_net_gain() -> None:
     assert not accepts({"fixes": 2, "breaks": 1, "net": 1}, 0.6, 0.5, 2)  # below the margin
 
 
-def _seeded_teacher(edits_by_candidate: dict[int, list[dict[str, object]]]) -> ScriptedChatModel:
+def _seeded_teacher(
+    edits_by_candidate: Mapping[int, Sequence[Mapping[str, object]]],
+) -> ScriptedChatModel:
     """A teacher whose resolve edits depend on which candidate asks (GenOptions.seed =
     round * 100 + 10 * candidate), not on call order."""
 

@@ -13,13 +13,13 @@ from pld.distiller import Distiller
 from pld.errors import BudgetExceeded, ConfigError, NotFittedError, RunDirError
 from pld.models.fake import HashEmbedder
 from pld.rundir import FILES
-from pld.tasks.base import stratified_split
+from pld.tasks.base import Task, stratified_split
 from tests.fakes import SCRIPTED_CFG, make_student, make_task, make_teacher
 
 CFG = SCRIPTED_CFG.with_overrides(calibrate=False)
 
 
-def _split():  # type: ignore[no-untyped-def]
+def _split() -> tuple[Task, Task, Task]:
     task = make_task(10)
     sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
     return task, task.with_examples(sp.train), task.with_examples(sp.val)

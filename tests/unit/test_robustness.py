@@ -23,14 +23,14 @@ from pld.models.fake import HashEmbedder
 from pld.predictions import Prediction
 from pld.rulebook import Rulebook
 from pld.run import Run, previous_ledger
-from pld.tasks.base import stratified_split
+from pld.tasks.base import Task, stratified_split
 from tests.fakes import SCRIPTED_CFG, make_student, make_task, make_teacher
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "prechange_run"
 CFG = SCRIPTED_CFG.with_overrides(calibrate=False)
 
 
-def _split():  # type: ignore[no-untyped-def]
+def _split() -> tuple[Task, Task]:
     task = make_task(10)
     sp = stratified_split(task.examples, fractions=(0.5, 0.5, 0.0), seed=0)
     return task.with_examples(sp.train), task.with_examples(sp.val)

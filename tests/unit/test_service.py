@@ -286,7 +286,7 @@ async def _raw_post(app: Starlette, body: bytes, gone: asyncio.Event, *, send_bo
         "client": ("127.0.0.1", 5000),
         "server": ("svc", 80),
     }
-    await app(scope, receive, send)  # type: ignore[arg-type]
+    await app(scope, receive, send)
     return status[0]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ class RunDirClassifier:
             items, self.student, prior=self._prior, cite=self.cite, cite_prior=self._cite_prior
         )
 
-    async def classify(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
+    async def classify(self, inputs: Sequence[Mapping[str, str]]) -> list[Prediction]:
         if not self._warm:
             await self.warmup()
         return await self._predict([(str(k), x, None) for k, x in enumerate(inputs)])

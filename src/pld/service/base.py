@@ -7,7 +7,7 @@ client); another can replace it without the app, the queue or the tests changing
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pld.predictions import OVERFLOW, Prediction
@@ -23,7 +23,7 @@ class Classifier(Protocol):
         """Called once before the service reports ready: load what is slow to load and put the
         rulebook's system prompt into the engine's prefix cache."""
 
-    async def classify(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
+    async def classify(self, inputs: Sequence[Mapping[str, str]]) -> list[Prediction]:
         """One prediction per input, in input order. An output that is not a label is a
         Prediction with ``label=None`` (reported per item), not an exception; an exception
         means the engine failed and fails every item of the call."""
