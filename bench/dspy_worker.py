@@ -63,8 +63,9 @@ class TeacherCallBudget:
 
     A search of pld's budget takes hours of this student, longer than one sitting, so it can be
     paused: when ``pause_file`` exists at a check, ``Paused`` is raised. That is an iteration
-    boundary, where the usage on record is exact and GEPA has just checkpointed its state (a
-    kill mid-iteration instead leaves that iteration's teacher call off the record)."""
+    boundary, where the usage on record is exact (a kill mid-iteration leaves that iteration's
+    teacher call off the record). GEPA saves its state as an iteration starts, so a rerun
+    redoes the last iteration, its calls replayed from DSPy's cache where they repeat."""
 
     def __init__(
         self,
