@@ -227,7 +227,7 @@ def main() -> None:
             try:
                 optimized, extra = compile_fn(checkpoint, earlier)
             except Paused as e:
-                rec["error"] = f"paused: {e}"
+                rec["error"] = str(e)  # "paused by …": bench.tables reads the prefix
                 checkpoint()
                 print(f"{name} {e}; rerun to resume", file=sys.stderr, flush=True)
                 paused.append(name)

@@ -232,15 +232,19 @@ def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
     return tc, tp, tk, sc, sum(x["wall_s"] for x in parts)
 
 
-def _attempt_line(att: dict[str, Any]) -> str:
+def _attempt_line(att: dict[str, Any], methods: dict[str, Any]) -> str:
     """One optimizer process that ended before its optimizer returned: paused on request (a
-    search longer than a sitting) or died. Either way its calls count toward the cost."""
+    search longer than a sitting) or died. Its calls count toward the optimizer's cost, which
+    its row shows once a rerun has finished it; until then the line gives them itself."""
     err = att["error"].splitlines()[0]
+    opt = att.get("optimizer")
     ended = "was paused" if err.startswith("paused") else "failed"
-    return (
-        f"\nA {att.get('optimizer', 'DSPy')} attempt {ended} after {att['wall_s']:.0f} s and "
-        f"was resumed (its calls are counted above): {err}"
-    )
+    if opt is None or opt in methods:  # records without the name predate unfinished arms
+        fate = "and was resumed (its calls are counted above)"
+    else:
+        tc, sc = _u(att["usage"], "teacher")[0], _u(att["usage"], "student")[0]
+        fate = f"(no row yet: its {tc} teacher and {sc} student calls count when it finishes)"
+    return f"\nA {opt or 'DSPy'} attempt {ended} after {att['wall_s']:.0f} s {fate}: {err}"
 
 
 def _scores(r: dict[str, Any]) -> str:
@@ -312,7 +316,7 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
             f"teacher calls (budget {g['teacher_call_budget']}), {g['metric_calls']} student "
             f"rollouts, {g['candidates']} candidates."
         )
-    out += [_attempt_line(att) for att in d.get("failed_attempts", [])]
+    out += [_attempt_line(att, d["methods"]) for att in d.get("failed_attempts", [])]
     for m in ("dspy-miprov2", "dspy-gepa"):
         ins = d["methods"].get(m, {}).get("instructions")
         if ins:
@@ -357,7 +361,7 @@ def peer() -> str:
                 f"{mc['p_value']:.3g} | {tc} | {tp} + {tk} | {sc} | {wall:.0f} | "
                 f"{r['latency_p50_s'] * 1000:.0f} | {sp / n:.0f} | {sk / n:.1f} |"
             )
-        out += [_attempt_line(att) for att in d.get("failed_attempts", [])]
+        out += [_attempt_line(att, d["methods"]) for att in d.get("failed_attempts", [])]
         ab = d.get("calibration_ablation")
         if ab:
             out += [

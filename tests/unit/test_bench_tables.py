@@ -25,8 +25,17 @@ def test_a_test_pass_replayed_from_cache_has_no_latency() -> None:
 
 
 def test_a_paused_search_is_not_reported_as_a_failure() -> None:
-    paused = {"optimizer": "dspy-gepa", "wall_s": 3600.0, "error": "paused: paused by x at 40"}
-    assert "dspy-gepa attempt was paused after 3600 s" in _attempt_line(paused)
+    usage = {
+        "teacher": {"calls": 8, "prompt_tokens": 9},
+        "student": {"calls": 438, "prompt_tokens": 9},
+    }
+    paused = {"optimizer": "dspy-gepa", "wall_s": 3600.0, "error": "paused by x at 8",
+              "usage": usage}  # fmt: skip
+    assert _attempt_line(paused, {}) == (
+        "\nA dspy-gepa attempt was paused after 3600 s (no row yet: its 8 teacher and 438 "
+        "student calls count when it finishes): paused by x at 8"
+    )
     died = {"optimizer": "dspy-gepa", "wall_s": 1.0, "error": "the process ended\nmore"}
-    assert _attempt_line(died).endswith("failed after 1 s and was resumed (its calls are "
-                                        "counted above): the process ended")  # fmt: skip
+    assert _attempt_line(died, {"dspy-gepa": {}}).endswith(
+        "failed after 1 s and was resumed (its calls are counted above): the process ended"
+    )

@@ -99,7 +99,6 @@ def test_two_processes_share_one_cache(tmp_path: Path) -> None:
 
 
 def _deny_writes(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
-
     denied = {str(p) for p in paths}
     real = os.access
 
