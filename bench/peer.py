@@ -40,7 +40,8 @@ only); a request quoting a test item fails the run.
 
 Resumable in both modes (rerun the same command). ``--arms`` stages a long frontier run
 (e.g. ``--arms predict,miprov2`` now, ``--arms gepa`` later): arms already finished are kept in
-``dspy/raw.json`` and reported each time. A GEPA search of pld's budget outlasts a sitting:
+``dspy/raw.json`` (committed, with GEPA's checkpoint ``dspy/gepa/``, so a fresh checkout
+resumes too) and reported each time. A GEPA search of pld's budget outlasts a sitting:
 ``touch <dataset>-frontier/dspy/gepa/PAUSE`` pauses it at its next iteration (its calls on
 record, the command exits 0 saying so); the next run of the command removes the file and
 resumes the search.
@@ -296,6 +297,28 @@ def failed_attempts(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
         for name in ("dspy-miprov2", "dspy-gepa")
         for att in raw.get(f"{name}-attempts", [])
     ]
+
+
+def carried_over(
+    prev: Mapping[str, Any], raw_before: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What the last ``peer-dspy.json`` holds that the worker's state no longer does.
+
+    ``raw.json`` and GEPA's checkpoint were once left out of git, so a fresh checkout lost them
+    while the committed ``peer-dspy.json`` kept the finished arms' scored rows. Those rows are
+    kept as they were scored (pld's recorded answers, to which each is compared, do not
+    change) rather than re-running the student for them. An unfinished optimizer's attempts
+    whose record is gone belonged to a search that must restart: they stay on record as
+    ``lost_attempts``, their calls paid but no longer part of the search."""
+    methods = {m: r for m, r in prev.get("methods", {}).items() if m not in raw_before}
+    lost = list(prev.get("lost_attempts", []))
+    lost += [
+        {**a, "lost": "the worker's state (raw.json, gepa/) was not kept; the search restarted"}
+        for a in prev.get("failed_attempts", [])
+        if a.get("optimizer") not in raw_before
+        and f"{a.get('optimizer')}-attempts" not in raw_before
+    ]
+    return methods, lost
 
 
 def dspy_predictions(r: Mapping[str, Any], task: Task, gold: Mapping[str, str]) -> list[Prediction]:
@@ -593,6 +616,12 @@ def frontier_main(a: argparse.Namespace) -> None:
     if pause.exists():  # left by the pause that ended the last run: this run resumes
         pause.unlink()
         print(f"removed {pause}: resuming", flush=True)
+    raw_path = work / "raw.json"
+    prev_path = qdir / "peer-dspy.json"
+    prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
+    kept, lost = carried_over(prev, json.loads(raw_path.read_text()) if raw_path.exists() else {})
+    for m in kept:
+        print(f"{m}: kept as scored in {prev_path.name} (not in {raw_path.name})", flush=True)
     py = dspy_python()
     log = work / "log.txt"
     server, url = start_server(fetch(a.model), log)
@@ -614,7 +643,7 @@ def frontier_main(a: argparse.Namespace) -> None:
             # the optimizers get train and val; test goes to the worker for the student only
             parts = {"train": train, "val": val, "test": test}
             spec_path = write_spec(work, task, q["seed"], parts, url, teacher, gepa, a.arms)
-            rc, wall = run_worker(py, spec_path, work / "raw.json")
+            rc, wall = run_worker(py, spec_path, raw_path)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -622,7 +651,6 @@ def frontier_main(a: argparse.Namespace) -> None:
         teacher_dir, item_texts(task, test), item_texts(task, [*train, *val])
     )
     transcript["cost"] = transcript_cost(teacher_dir)
-    raw_path = work / "raw.json"
     raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     out: dict[str, Any] = {
         "machine": machine(),
@@ -633,12 +661,16 @@ def frontier_main(a: argparse.Namespace) -> None:
         "worker_wall_s_this_process": wall,
         "worker_exit_code": rc,
         "failed_attempts": failed_attempts(raw),
+        "lost_attempts": lost,
         "dspy_teacher_transcript": transcript,
         "pld_frontier": pld,
         "quality_baselines": quality_baselines(qres, a.model, task.labels, pld_preds),
-        "methods": dspy_methods(raw, task, test, {"pld": pld["_correct"]}, pld_preds),
+        "methods": {
+            **kept,
+            **dspy_methods(raw, task, test, {"pld": pld["_correct"]}, pld_preds),
+        },
     }
-    save_json(qdir / "peer-dspy.json", out)
+    save_json(prev_path, out)
     leaks = transcript["quoting_test_items"]
     if leaks:
         raise SystemExit(

@@ -247,6 +247,16 @@ def _attempt_line(att: dict[str, Any], methods: dict[str, Any]) -> str:
     return f"\nA {opt or 'DSPy'} attempt {ended} after {att['wall_s']:.0f} s {fate}: {err}"
 
 
+def _lost_line(att: dict[str, Any]) -> str:
+    """An attempt whose search state is gone (see ``bench.peer.carried_over``): paid for, and
+    shown, but outside the search that replaced it, so no row counts its calls."""
+    tc, sc = _u(att["usage"], "teacher")[0], _u(att["usage"], "student")[0]
+    return (
+        f"\nA {att.get('optimizer', 'DSPy')} attempt of {att['wall_s']:.0f} s ({tc} teacher and "
+        f"{sc} student calls, not counted in any row) is void: {att['lost']}."
+    )
+
+
 def _scores(r: dict[str, Any]) -> str:
     """The cells every quality row shares: macro-F1, its CI, accuracy and invalid answers."""
     lo, hi = r["macro_f1_ci95"]
@@ -317,6 +327,7 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
             f"rollouts, {g['candidates']} candidates."
         )
     out += [_attempt_line(att, d["methods"]) for att in d.get("failed_attempts", [])]
+    out += [_lost_line(att) for att in d.get("lost_attempts", [])]
     for m in ("dspy-miprov2", "dspy-gepa"):
         ins = d["methods"].get(m, {}).get("instructions")
         if ins:

@@ -12,6 +12,7 @@ import pytest
 
 from bench.dspy_worker import Paused, TeacherCallBudget, feedback
 from bench.peer import (
+    carried_over,
     check_frontier_run,
     dspy_methods,
     gepa_budget,
@@ -215,13 +216,33 @@ def test_frontier_table_renders_what_peer_writes() -> None:
         "dspy_teacher_transcript": {"cost": {"requests": 3}, "answers": 3,
                                     "quoting_test_items": []},
         "failed_attempts": [],
+        "lost_attempts": [{"optimizer": "dspy-gepa", "wall_s": 9.0, "lost": "gone",
+                           "usage": {"teacher": {"calls": 4, "prompt_tokens": 40},
+                                     "student": {"calls": 7, "prompt_tokens": 70}}}],
     }  # fmt: skip
     text = "\n".join(peer_frontier("x-frontier", d))
+    assert "A dspy-gepa attempt of 9 s (4 teacher and 7 student calls, not counted" in text
     assert "| dspy-gepa | 6 |" in text and "| 3 | 90 + 30 |" in text
     assert "| cot | 2 |" in text and "| pld (frontier run's rulebook) | 6 |" in text
     assert "GEPA stopped by its teacher-call budget after 3 teacher calls (budget 3)" in text
     assert "0 quoting a test item; pld's: 126" in text
     assert 'dspy-gepa\'s instruction, verbatim: "Answer a."' in text
+
+
+def test_a_lost_worker_state_keeps_finished_rows_and_voids_the_unfinished_search() -> None:
+    """A fresh checkout without raw.json: the scored rows of the last record stay, the paused
+    search's attempts become lost (paid, outside the restarted search), and once raw.json
+    holds the new search, nothing is carried twice."""
+    paused = {"optimizer": "dspy-gepa", "error": "paused: …", "wall_s": 1.0, "usage": {}}
+    prev = {"methods": {"dspy-predict": {"macro_f1": 0.6}, "dspy-miprov2": {"macro_f1": 0.5}},
+            "failed_attempts": [paused], "lost_attempts": []}  # fmt: skip
+    kept, lost = carried_over(prev, {})
+    assert set(kept) == {"dspy-predict", "dspy-miprov2"}
+    assert [a["optimizer"] for a in lost] == ["dspy-gepa"] and "restarted" in lost[0]["lost"]
+    # the next run: the worker's state now holds predict and the restarted search
+    again = {"methods": kept, "failed_attempts": [paused], "lost_attempts": lost}
+    kept2, lost2 = carried_over(again, {"dspy-predict": {}, "dspy-gepa-attempts": [paused]})
+    assert set(kept2) == {"dspy-miprov2"} and lost2 == lost
 
 
 LABELS = ["stereotype", "anti-stereotype", "unrelated"]
