@@ -125,6 +125,7 @@ def score(
                 labels=task.labels,
                 student=client,
                 calibrate=calibrate,
+                shots=prompt.shots,
             )
         )
     else:
