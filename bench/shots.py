@@ -1,13 +1,15 @@
 """Rules plus demonstrations: does the frontier rulebook gain from the few-shot baseline's
-examples? A measurement for issue #13, before it becomes a candidate of pld's ``decide`` stage.
+examples? A measurement for issue #13, to decide whether demonstrations earn a place among the
+candidates of pld's ``decide`` stage.
 
     python -m bench.shots --dataset stereoset-stereotype [--k 5]
 
 On the stereotype scheme and Contract-NLI the frontier run's few-shot baseline beat pld
 (bench/RESULTS.md, section 2a): the student copies labelled examples better than it follows
 rules. This puts the few-shot baseline's own ``k`` demonstrations (same seed, same items) after
-the final rulebook's system prompt (its fitted layout unchanged), chooses calibrated vs. raw on
-the validation split as ``decide`` does, and scores the choice once on the test items. Each
+the final rulebook's system prompt (its fitted layout unchanged), keeps the higher-scoring of
+raw and calibrated on the validation split (no default to defend, so no bootstrap-confidence
+rule as in ``decide``), and scores that choice once on the test items. Each
 reading is compared, paired, with pld's recorded answers and the few-shot rows of the same run
 (``results.json``). The teacher is not asked anything: the rulebook is the recorded run's.
 Writes ``<dataset>-frontier/shots.json``; resumable through the quality cache.
@@ -21,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.common import RESULTS, machine
-from bench.peer import recorded_predictions
+from bench.peer import recorded_predictions, save_json
 from bench.quality import load, score, spec
 from pld.cache import Cache
 from pld.evaluate import few_shot_prompt, mcnemar_counts
@@ -68,7 +70,7 @@ def main() -> None:
             train=train, seed=q["seed"], calibrate=calibrate,
         )  # fmt: skip
 
-    # decide's choice: calibrated vs. raw on validation (the same cached distributions)
+    # raw vs. calibrated on validation (the same cached distributions)
     val_rows = {cal: run(val, cal, f"val calibrate={cal}") for cal in (False, True)}
     calibrate = max((False, True), key=lambda c: val_rows[c]["macro_f1"])
     test_row = run(test, calibrate, f"test calibrate={calibrate}")
@@ -86,14 +88,11 @@ def main() -> None:
             for c, r in val_rows.items()
         },
         "calibrate": calibrate,
-        "test": {k: v for k, v in test_row.items() if k not in ("_correct", "_pred", "prompt")},
+        "test": {k: v for k, v in test_row.items() if k not in ("_correct", "_pred")},
         "vs": {m: paired(test_row, methods[m], gold, list(task.labels)) for m in COMPARED},
         "_pred": test_row["_pred"],
     }
-    path = qdir / "shots.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(path)
+    save_json(qdir / "shots.json", out)
     for m, v in out["vs"].items():
         d = v["diff"]
         print(
