@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pld.rundir import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PLD_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "bench" / "results"
@@ -38,12 +40,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def write_json(path: Path, obj: Any, *, indent: int = 2) -> None:
+    """Every results file bench writes goes through pld's own atomic write: a benchmark killed
+    mid-save (they run for hours and get paused) leaves the previous file whole, and the
+    temporary name is unique, so two writers never share one ``.tmp``."""
+    atomic_write(path, json.dumps(obj, indent=indent) + "\n")
+
+
 def save(name: str, obj: Any) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
     p = RESULTS / f"{name}.json"
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(p)
+    write_json(p, obj)
     return p
 
 

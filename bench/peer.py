@@ -60,7 +60,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, ROOT, machine
+from bench.common import RESULTS, ROOT, machine, write_json
 from bench.dspy_worker import PAUSED_EXIT
 from bench.models import fetch
 from bench.quality import FRONTIER, distill_config, load, score, spec
@@ -175,9 +175,7 @@ def pld_arm(
         r["distill_resumed"] = resume
         r["distill_usage"] = total_usage(rulebook.run_info)
         r["instructions"] = len(d.instructions_)
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(r, indent=2) + "\n")
-        tmp.replace(done)
+        write_json(done, r)
         return r
 
 
@@ -415,9 +413,7 @@ def dspy_methods(
 
 
 def save_json(dst: Path, out: Mapping[str, Any]) -> None:
-    tmp = dst.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(dst)
+    write_json(dst, out)
     print("saved", dst)
 
 

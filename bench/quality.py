@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, SHARED_DATA, machine
+from bench.common import RESULTS, SHARED_DATA, machine, write_json
 from bench.models import MODELS, fetch
 from bench.teacher_endpoint import TeacherEndpoint, check_no_test_items
 from pld.cache import Cache
@@ -239,9 +239,7 @@ class Bench:
     test: list[Example]
 
     def save(self) -> None:
-        tmp = self.res_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.res, indent=2) + "\n")
-        tmp.replace(self.res_path)
+        write_json(self.res_path, self.res)
 
     def evaluate(
         self,

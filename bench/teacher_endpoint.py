@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT
+from pld.rundir import atomic_write
 
 TOOL = ROOT.parent / "shared" / "tools" / "answer_endpoint.py"
 
@@ -67,9 +68,8 @@ class TeacherEndpoint:
                     body = json.loads(raw)
                     path = requests / f"{request_key(body, fields)}.json"
                     if not path.exists():
-                        tmp = path.with_suffix(".tmp")
-                        tmp.write_text(json.dumps(body, indent=1))
-                        tmp.replace(path)
+                        # the recorded transcript's bytes: indent 1, no final newline
+                        atomic_write(path, json.dumps(body, indent=1))
                 except (ValueError, TypeError):
                     pass  # the base handler answers 400
                 self.rfile = io.BytesIO(raw)
