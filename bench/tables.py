@@ -2,6 +2,7 @@
 in RESULTS.md is a copy of a file a benchmark wrote.
 
     python -m bench.tables latency|cost|quality|peer
+    python -m bench.tables disagreements DATASET-frontier SYSTEM [TERM]   # e.g. dspy-gepa
 """
 
 from __future__ import annotations
@@ -277,6 +278,32 @@ def _test_p50(r: dict[str, Any]) -> str:
     return f"{r['latency_p50_s'] * 1000:.0f}"
 
 
+def per_class_f1(pld: dict[str, Any], others: dict[str, Any]) -> list[str]:
+    """Per-class F1 of pld and each other system on the same items, with the items only one of
+    them got right: where a system wins says more about why than its macro-F1 does."""
+    if "per_class" not in pld:  # records written before per-class scores were kept
+        return []
+    labels = list(pld["per_class"])
+    others = {m: r for m, r in others.items() if "per_class" in r}
+    out = [
+        "",
+        "| system | " + " | ".join(f"F1 {lab}" for lab in labels) + " | right only here | "
+        "right only in pld |",
+        "|---|" + "---|" * (len(labels) + 2),
+        "| pld | "
+        + " | ".join(f"{pld['per_class'][lab]['f1']:.2f}" for lab in labels)
+        + " | - | - |",
+    ]
+    for m, r in others.items():
+        mc = r["mcnemar_vs_pld"]
+        out.append(
+            f"| {m} | "
+            + " | ".join(f"{r['per_class'][lab]['f1']:.2f}" for lab in labels)
+            + f" | {mc['a_only_correct']} | {mc['b_only_correct']} |"  # a = m, b = pld
+        )
+    return out
+
+
 def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
     """DSPy given pld's frontier teacher: every row against the frontier run's pld."""
     f, q = d["pld_frontier"], d["quality_args"]
@@ -313,6 +340,7 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
             f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | {tc} | {tp} + {tk} | "
             f"{sc} | {wall:.0f} | {_test_p50(r)} |"
         )
+    out += per_class_f1(f, d["quality_baselines"] | d["methods"])
     leaks = len(tr["quoting_test_items"])
     out.append(
         f"\nDSPy's teacher transcript: {tr['cost']['requests']} distinct requests, "
@@ -395,5 +423,42 @@ def peer() -> str:
     return "\n".join(out)
 
 
+def disagreements(dataset_dir: str, system: str, term: str | None = None) -> str:
+    """The test items exactly one of pld and ``system`` got right, with both answers and the
+    input, then the counts by (gold, loser's answer): the per-item evidence behind a paired
+    difference, for reading why one side wins (``peer-dspy.json`` of a frontier run). With
+    ``term``, also how each side does on the test items whose input contains it."""
+    from collections import Counter
+
+    from bench.quality import load
+
+    d = json.loads((RESULTS / "quality" / dataset_dir / "peer-dspy.json").read_text())
+    q = d["quality_args"]
+    _, _, _, test = load(q["dataset"], q["n_train"], q["n_val"], q["n_test"], q["seed"],
+                         q.get("max_chars", 1200))  # fmt: skip
+    others = d["quality_baselines"] | d["methods"]
+    pld, other = d["pld_frontier"]["_pred"], others[system]["_pred"]
+    out = []
+    for winner, loser, lp in (("pld", system, other), (system, "pld", pld)):
+        rows = [e for e in test if (pld[e.id] == e.label) == (winner == "pld")
+                and (other[e.id] == e.label) == (winner != "pld")]  # fmt: skip
+        out += ["", f"#### right only in {winner} ({len(rows)} items): gold, {loser}'s answer",
+                ""]  # fmt: skip
+        for e in rows:
+            text = " ".join(e.fields.values()).replace("|", "/")[:110]
+            out.append(f"- {e.label} ← {lp[e.id]}: {text}")
+        counts = Counter((e.label, lp[e.id]) for e in rows)
+        out += ["", ", ".join(f"{g} → {a}: {n}" for (g, a), n in counts.most_common())]
+    if term:
+        hit = [e for e in test if term.lower() in " ".join(e.fields.values()).lower()]
+        out += ["", f"test items containing {term!r}: {len(hit)}; right in pld "
+                f"{sum(pld[e.id] == e.label for e in hit)}, in {system} "
+                f"{sum(other[e.id] == e.label for e in hit)}"]  # fmt: skip
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    print({"latency": latency, "cost": cost, "quality": quality, "peer": peer}[sys.argv[1]]())
+    if sys.argv[1] == "disagreements":
+        print(disagreements(*sys.argv[2:5]))
+    else:
+        print({"latency": latency, "cost": cost, "quality": quality, "peer": peer}[sys.argv[1]]())

@@ -210,6 +210,7 @@ def test_frontier_table_renders_what_peer_writes() -> None:
         "dspy": "3.4.1",
         "machine": {"date": "today"},
         "pld_frontier": {**stat, "n": 6, "macro_f1": 1.0, "teacher": teacher,
+                         "per_class": {lab: {"f1": 1.0} for lab in task.labels},
                          "distill_usage": {"student": {"calls": 5, "cache_hits": 1}}},
         "quality_baselines": quality_baselines(qres, "s", task.labels, pld_preds),
         "methods": methods,
@@ -227,6 +228,11 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     assert "GEPA stopped by its teacher-call budget after 3 teacher calls (budget 3)" in text
     assert "0 quoting a test item; pld's: 126" in text
     assert 'dspy-gepa\'s instruction, verbatim: "Answer a."' in text
+    # per class: pld and GEPA (which answered "a" on all six items; pld was right on all)
+    gepa_f1 = " | ".join(
+        f"{methods['dspy-gepa']['per_class'][lab]['f1']:.2f}" for lab in task.labels
+    )
+    assert f"| dspy-gepa | {gepa_f1} | 0 | 3 |" in text
 
 
 def test_a_lost_worker_state_keeps_finished_rows_and_voids_the_unfinished_search() -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
 from bench.tables import _attempt_line, _teacher_use, _test_p50
 
 
@@ -39,3 +44,30 @@ def test_a_paused_search_is_not_reported_as_a_failure() -> None:
     assert _attempt_line(died, {"dspy-gepa": {}}).endswith(
         "failed after 1 s and was resumed (its calls are counted above): the process ended"
     )
+
+
+def test_disagreements_lists_the_items_only_one_side_got_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.quality
+    import bench.tables
+    from pld.tasks.base import Example
+
+    test = [Example(f"i{k}", {"text": t}, g) for k, (t, g) in
+            enumerate([("Brahmin are kind", "religion"), ("my sister", "gender"),
+                       ("the nurse", "profession")])]  # fmt: skip
+    monkeypatch.setattr(bench.quality, "load", lambda *a: (None, [], [], test))
+    monkeypatch.setattr(bench.tables, "RESULTS", tmp_path)
+    d = {
+        "quality_args": {"dataset": "x", "n_train": 0, "n_val": 0, "n_test": 3, "seed": 0},
+        "pld_frontier": {"_pred": {"i0": "race", "i1": "gender", "i2": "gender"}},
+        "quality_baselines": {},
+        "methods": {"g": {"_pred": {"i0": "religion", "i1": "race", "i2": "gender"}}},
+    }
+    (tmp_path / "quality" / "x-frontier").mkdir(parents=True)
+    (tmp_path / "quality" / "x-frontier" / "peer-dspy.json").write_text(json.dumps(d))
+    text = bench.tables.disagreements("x-frontier", "g", "brahmin")
+    assert "right only in pld (1 items)" in text and "- gender ← race: my sister" in text
+    assert "right only in g (1 items)" in text and "- religion ← race: Brahmin are kind" in text
+    assert "religion → race: 1" in text
+    assert "containing 'brahmin': 1; right in pld 0, in g 1" in text
