@@ -175,6 +175,13 @@ def parse_args() -> argparse.Namespace:
         "records a frontier teacher's replies while the CPU is busy elsewhere; the same "
         "command without this flag resumes the run from there",
     )
+    ap.add_argument(
+        "--name-cues",
+        action="store_true",
+        help="DistillConfig.name_cues: the teacher may name recurring cue terms; a variant of "
+        "the run in its own folder (DATASET-frontier-cues), PLD rows only: its baselines are "
+        "the base run's, on the same split",
+    )
     a = ap.parse_args()
     for m in [*([] if a.teacher == FRONTIER else [a.teacher]), *a.students.split(",")]:
         if m != "smollm2" and m not in MODELS:
@@ -189,6 +196,8 @@ def main() -> None:
     frontier = a.teacher == FRONTIER
     # Earlier runs (a local teacher) keep their folder; the frontier run gets its own.
     out_dir = RESULTS / "quality" / (f"{a.dataset}-frontier" if frontier else a.dataset)
+    if a.name_cues:
+        out_dir = out_dir.with_name(out_dir.name + "-cues")
     out_dir.mkdir(parents=True, exist_ok=True)
     res_path = out_dir / "results.json"
     res: dict[str, Any] = json.loads(res_path.read_text()) if res_path.exists() else {}
@@ -281,13 +290,16 @@ class Bench:
         a, task = self.a, self.task
         st = self.res["students"].setdefault(student, {"methods": {}})
         s_spec = spec(student, a.dataset)
-        if not a.teacher_only:
+        baselines = not a.name_cues  # a variant's baselines are the base run's
+        if not a.teacher_only and baselines:
             self.method(st, "zero-shot", s_spec, student, "zero-shot")
             self.method(st, "zero-shot-raw", s_spec, student, "zero-shot", calibrate=False)
         run = self.out_dir / f"run-{student}"
         t0 = time.perf_counter()
         cfg = dataclasses.replace(
-            distill_config(a.max_rounds, a.seed), teacher_concurrency=teacher_concurrency
+            distill_config(a.max_rounds, a.seed),
+            teacher_concurrency=teacher_concurrency,
+            name_cues=a.name_cues,
         )
         d = (_TeacherPhases if a.teacher_only else Distiller)(
             teacher_spec,
@@ -323,7 +335,7 @@ class Bench:
             st["methods"]["pld"]["decision"] = rb.decision
             self.save()
         zs = rb.zero_shot_decision
-        if zs is not None and "zero-shot-fitted" not in st["methods"]:
+        if baselines and zs is not None and "zero-shot-fitted" not in st["methods"]:
             zp = render_layout(str(zs["layout"]), task, None)
             self.method(
                 st,
@@ -348,11 +360,13 @@ class Bench:
         )
         # the baselines that cost most last (few-shot prefills k demonstrations, CoT decodes),
         # so an interrupted run already has PLD against zero-shot
-        self.method(st, "few-shot", s_spec, student, "few-shot")
-        # the same answers read raw (cached distributions, no new call), as zero-shot and PLD
-        # are: a baseline whose calibrated answers collapse onto one label is not judged by that
-        self.method(st, "few-shot-raw", s_spec, student, "few-shot", calibrate=False)
-        self.method(st, "cot", s_spec, student, "cot", items=self.test[: a.cot_n])
+        if baselines:
+            self.method(st, "few-shot", s_spec, student, "few-shot")
+            # the same answers read raw (cached distributions, no new call), as zero-shot and
+            # PLD are: a baseline whose calibrated answers collapse onto one label is not
+            # judged by that
+            self.method(st, "few-shot-raw", s_spec, student, "few-shot", calibrate=False)
+            self.method(st, "cot", s_spec, student, "cot", items=self.test[: a.cot_n])
         pld_ok = st["methods"]["pld"]["_correct"]
         for m, r in st["methods"].items():
             if m != "pld":

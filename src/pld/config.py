@@ -25,6 +25,10 @@ class DistillConfig:
     fails before any model call; ``outcome_settings`` are the ones a resume must keep."""
 
     seed: int = 0
+    # phases 1-3: let the teacher name cue terms that recur across inputs (a group, role or
+    # technical term) instead of only describing their kind, for students that do not know
+    # which terms are of that kind (pld.prompts explains; off, as in the paper)
+    name_cues: bool = False
     # phase 1
     extract_max_attempts: int = 3
     extract_max_tokens: int = 320

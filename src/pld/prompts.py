@@ -81,6 +81,20 @@ EXTRACT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+# ``name_cues`` (DistillConfig): by default every teacher prompt asks for general rules, as the
+# paper does, so a rule describes the kind of evidence ("a faith-based caste") and never names
+# it. A small student may not know which terms are of that kind: on StereoSet-domain the 1.5B
+# student got 8 of 21 test items about "Brahmin" right under such a rule (mostly answering
+# race), and 20 under GEPA's instruction, which names the term (bench/RESULTS.md, 2a). With
+# ``name_cues`` the teacher may name cue terms that recur across inputs; one-off details and
+# whole inputs stay out (the copy checks of pld.rulecheck still apply), and every named term
+# stays auditable in its rule. Off by default: for data whose names are parties or people
+# (contracts, tickets), naming them is memorising, not a rule.
+_CUE_KINDS = (
+    "(a group, role, place, object or technical term that a small classifier may not know "
+    "the kind of)"
+)
+
 
 def extract_prompt(
     description: str,
@@ -88,8 +102,16 @@ def extract_prompt(
     descriptions: Mapping[str, str],
     rendered_input: str,
     gold: str,
+    name_cues: bool = False,
 ) -> str:
-    """Phase 1: ask for the reasoning behind the gold label and one general rule."""
+    """Phase 1: ask for the reasoning behind the gold label and one general rule (with
+    ``name_cues``, one that may name its cue term: see the note above)."""
+    evidence = (
+        "evidence, and name the decisive cue term itself when it will recur in other inputs "
+        f"{_CUE_KINDS}; do not copy phrases, numbers or one-off details of this input.\n"
+        if name_cues
+        else "evidence; do not copy names, numbers or phrases from this input.\n"
+    )
     return (
         f"Task: {description}\n\nLabels:\n{label_block(labels, descriptions)}\n\n"
         f"{fence(rendered_input)}\n\n"
@@ -98,7 +120,7 @@ def extract_prompt(
         f'make "{gold}" correct and rule out the other labels.\n'
         '2. In "rule", write ONE general rule that a classifier can apply to new inputs, in '
         f'the form "If <observable condition>, then the label is {gold}." Describe the kind of '
-        "evidence; do not copy names, numbers or phrases from this input.\n"
+        f"{evidence}"
         'Reply as JSON: {"reasoning": "...", "rule": "..."}'
     )
 
@@ -127,6 +149,7 @@ def consolidate_prompt(
     labels: Sequence[str],
     descriptions: Mapping[str, str],
     rules: Sequence[tuple[str, str]],
+    name_cues: bool = False,
 ) -> str:
     """Phase 2: merge one cluster of (label, rule) pairs into one instruction."""
     listed = "\n".join(f"- ({lab}) {text}" for lab, text in rules)
@@ -137,8 +160,14 @@ def consolidate_prompt(
         "Merge them into ONE general, executable instruction for the classifier: state the "
         "concrete, observable cues in the input that decide the label (words, entities, "
         "attributes, phrasings), keep every distinct condition, resolve contradictions by "
-        "stating when each label applies, and drop specifics of single examples. Do not "
-        "restate the task or list the labels: say what to look for. Give a short "
+        "stating when each label applies, and drop specifics of single examples. "
+        + (
+            "Keep the cue terms the rules name that recur across inputs, as examples of each "
+            f"condition {_CUE_KINDS}. "
+            if name_cues
+            else ""
+        )
+        + "Do not restate the task or list the labels: say what to look for. Give a short "
         '"topic", the "instruction" text and the "labels" it decides.\n'
         'Reply as JSON: {"topic": "...", "instruction": "...", "labels": ["..."]}'
     )
@@ -182,6 +211,7 @@ def resolve_prompt(
     rules_listing: str,
     failures: Sequence[tuple[str, str, str]],
     successes: Sequence[tuple[str, str]],
+    name_cues: bool = False,
 ) -> str:
     """Phase 3: the rules, the student's failures and successes; ask for edits."""
     fails = "\n\n".join(
@@ -199,8 +229,14 @@ def resolve_prompt(
         'one of: {"op": "edit", "id": "R2", "text": "...", "labels": [...]}, '
         '{"op": "add", "topic": "...", "text": "...", "labels": [...]}, '
         '{"op": "remove", "id": "R3"}, {"op": "merge", "ids": ["R1", "R4"], "text": "..."}. '
-        "Rules must stay general: never quote the inputs above.\n"
-        'Reply as JSON: {"diagnosis": "...", "edits": [...]}'
+        + (
+            "Rules must stay general: never quote the inputs above, but do name a cue term "
+            f"that recurs across inputs when the classifier failed for not knowing its kind "
+            f"{_CUE_KINDS}.\n"
+            if name_cues
+            else "Rules must stay general: never quote the inputs above.\n"
+        )
+        + 'Reply as JSON: {"diagnosis": "...", "edits": [...]}'
     )
 
 

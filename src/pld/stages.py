@@ -76,6 +76,7 @@ class Fitting:
                     self.teacher,
                     max_attempts=self.cfg.extract_max_attempts,
                     max_tokens=self.cfg.extract_max_tokens,
+                    name_cues=self.cfg.name_cues,
                     on_done=tick,
                 ),
             )
@@ -132,6 +133,7 @@ class Fitting:
                     budget_tokens=cfg.consolidate_budget_tokens,
                     max_tokens=cfg.consolidate_max_tokens,
                     seed=cfg.seed,
+                    name_cues=cfg.name_cues,
                     on_done=tick,
                 ),
             )
@@ -191,6 +193,7 @@ class Fitting:
             candidates=cfg.resolve_candidates,
             pool=cfg.resolve_pool,
             min_net=cfg.resolve_min_net,
+            name_cues=cfg.name_cues,
             choose_calibration=(
                 cfg.decide_confidence if cfg.decide and cfg.resolve_fit_calibration else None
             ),

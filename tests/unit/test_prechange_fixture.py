@@ -112,3 +112,25 @@ def test_judging_under_the_fitted_calibration_is_recorded_and_changes_what_is_sh
     assert scoring["calibrate"] is False and "better in" in scoring["reason"]
     old = json.loads((FIX / "prechange_requests.json").read_text())
     assert not set(old["teacher"]) <= set(request_hashes(teacher.requests))
+
+
+def test_naming_cues_asks_for_cue_terms_in_every_teacher_phase_and_only_when_set(
+    tmp_path: Path,
+) -> None:
+    """``name_cues`` changes the three teacher prompts (extraction, consolidation, resolve) and
+    nothing else; off (the default) no prompt mentions it, which the legacy-request test above
+    pins byte for byte."""
+    cue = "cue term"
+    on, _ = _fit(tmp_path / "on", replace(CFG, name_cues=True))
+    off, _ = _fit(tmp_path / "off", CFG)
+    asks = [r.messages[-1].content for r in on.requests]
+    kinds = {
+        "extract": "The correct label for this input is",
+        "consolidate": "Merge them into ONE",
+        "resolve": "It got these inputs WRONG",
+    }
+    for phase, marker in kinds.items():
+        mine = [a for a in asks if marker in a]
+        assert mine and all(cue in a for a in mine), phase
+    assert not any(cue in r.messages[-1].content for r in off.requests)
+    assert json.loads((tmp_path / "on" / "run" / "run.json").read_text())["config"]["name_cues"]

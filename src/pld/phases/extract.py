@@ -68,12 +68,18 @@ def validate_rule(obj: dict[str, Any], source: str, labels: Sequence[str] = ()) 
 
 
 async def extract_one(
-    task: Task, ex: Example, teacher: ChatClient, *, max_attempts: int, max_tokens: int
+    task: Task,
+    ex: Example,
+    teacher: ChatClient,
+    *,
+    max_attempts: int,
+    max_tokens: int,
+    name_cues: bool = False,
 ) -> RawRule | ExtractionFailure:
     """One example's rule, or the failure record that says why there is none."""
     source = task.render(ex)
     prompt = extract_prompt(
-        task.description, task.labels, task.label_descriptions, source, ex.label
+        task.description, task.labels, task.label_descriptions, source, ex.label, name_cues
     )
     ans = await ask_json(
         teacher,
@@ -96,13 +102,21 @@ async def extract(
     *,
     max_attempts: int = 3,
     max_tokens: int = 320,
+    name_cues: bool = False,
     on_done: Callable[[], None] | None = None,
 ) -> tuple[list[RawRule], list[ExtractionFailure]]:
     """Run every example concurrently (the client bounds concurrency). Backend errors after
     retries propagate: completed calls are already cached, so a rerun resumes for free."""
 
     async def one(ex: Example) -> RawRule | ExtractionFailure:
-        r = await extract_one(task, ex, teacher, max_attempts=max_attempts, max_tokens=max_tokens)
+        r = await extract_one(
+            task,
+            ex,
+            teacher,
+            max_attempts=max_attempts,
+            max_tokens=max_tokens,
+            name_cues=name_cues,
+        )
         if on_done is not None:
             on_done()
         return r

@@ -66,6 +66,7 @@ class ResolveSettings:
     # synthesized set on validation with decide's rule and this confidence, and judges every
     # candidate under that choice: the scores the final rulebook will most likely be read with.
     choose_calibration: float | None = None
+    name_cues: bool = False  # the teacher may name recurring cue terms (pld.prompts)
 
 
 async def score(
@@ -153,6 +154,7 @@ async def propose_edits(
         rules_listing(rules),
         [(task.render(by_id[p.id]), p.gold or "", p.label or "(invalid answer)") for p in failures],
         [(task.render(by_id[p.id]), p.gold or "") for p in successes],
+        settings.name_cues,
     )
     ans = await ask_json(
         teacher,

@@ -244,11 +244,16 @@ async def _consolidate(
     max_tokens: int,
     max_attempts: int,
     rng: random.Random,
+    name_cues: bool = False,
 ) -> tuple[str, str, tuple[str, ...], str | None]:
     """Return (topic, instruction, labels, failure reason or None)."""
     shown = _fit_budget(members, budget_tokens, rng)
     prompt = consolidate_prompt(
-        task.description, task.labels, task.label_descriptions, [(r.label, r.rule) for r in shown]
+        task.description,
+        task.labels,
+        task.label_descriptions,
+        [(r.label, r.rule) for r in shown],
+        name_cues,
     )
     counts = Counter(r.label for r in members)
     majority = tuple(lab for lab, c in counts.most_common() if c >= 0.25 * len(members))
@@ -300,6 +305,7 @@ async def synthesize(
     max_attempts: int = 2,
     seed: int = 0,
     by_label: bool = True,
+    name_cues: bool = False,
     on_done: Callable[[], None] | None = None,
 ) -> SynthesisResult:
     """``by_label`` (default) clusters each label's rules separately. The paper clusters all
@@ -338,6 +344,7 @@ async def synthesize(
                 max_tokens=max_tokens,
                 max_attempts=max_attempts,
                 rng=rngs[k],
+                name_cues=name_cues,
             )
             if on_done is not None:
                 on_done()
