@@ -3,6 +3,7 @@ in RESULTS.md is a copy of a file a benchmark wrote.
 
     python -m bench.tables latency|cost|quality|peer
     python -m bench.tables disagreements DATASET-frontier SYSTEM [TERM]   # e.g. dspy-gepa
+    python -m bench.tables versus VARIANT-DIR BASE-DIR      # e.g. X-frontier-cues X-frontier
 """
 
 from __future__ import annotations
@@ -457,8 +458,50 @@ def disagreements(dataset_dir: str, system: str, term: str | None = None) -> str
     return "\n".join(out)
 
 
+def versus(variant_dir: str, base_dir: str) -> str:
+    """A variant run's pld (e.g. ``--name-cues``, same split and student) against every row of
+    the base run and of its DSPy comparison, paired on the same test items: the variant has
+    no baselines of its own, so its comparisons are made here, from the recorded answers."""
+    q = RESULTS / "quality"
+    var = json.loads((q / variant_dir / "results.json").read_text())
+    base = json.loads((q / base_dir / "results.json").read_text())
+    for k in ("n_train", "n_val", "n_test", "seed"):
+        if var["args"][k] != base["args"][k]:
+            raise SystemExit(f"{variant_dir} and {base_dir} differ in {k}: not the same items")
+    gold = _gold(base)
+    peer = q / base_dir / "peer-dspy.json"
+    peer_d = json.loads(peer.read_text()) if peer.exists() else {}
+    out: list[str] = []
+    for s, st in base["students"].items():
+        if s not in var["students"]:
+            continue
+        rows = {f"{m} ({base_dir})": r for m, r in st["methods"].items() if "_pred" in r}
+        if peer_d and peer_d["args"]["model"] == s:  # DSPy ran with this student
+            rows |= peer_d["methods"]
+        mine = var["students"][s]["methods"]["pld"]
+        me = _preds(mine, gold)
+        labels = sorted(mine["per_class"])
+        out += [
+            f"### {variant_dir}: pld (student {s}, macro-F1 {mine['macro_f1']:.3f}, "
+            f"n={mine['n']}) against {base_dir} on the same items",
+            "",
+            "| system | n | macro-F1 | variant pld − system, paired 95% CI | McNemar p |",
+            "|---|---|---|---|---|",
+        ]
+        for m, r in rows.items():
+            b = paired_bootstrap_diff(me, _preds(r, gold), labels)
+            mc = mcnemar_counts(mine["_correct"], r["_correct"])
+            out.append(
+                f"| {m} | {r['n']} | {r['macro_f1']:.3f} | {b['diff']:+.3f} "
+                f"[{b['ci95'][0]:+.2f}, {b['ci95'][1]:+.2f}] | {mc['p_value']:.3g} |"
+            )
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "disagreements":
         print(disagreements(*sys.argv[2:5]))
+    elif sys.argv[1] == "versus":
+        print(versus(sys.argv[2], sys.argv[3]))
     else:
         print({"latency": latency, "cost": cost, "quality": quality, "peer": peer}[sys.argv[1]]())

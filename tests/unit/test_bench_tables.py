@@ -71,3 +71,46 @@ def test_disagreements_lists_the_items_only_one_side_got_right(
     assert "right only in g (1 items)" in text and "- religion ← race: Brahmin are kind" in text
     assert "religion → race: 1" in text
     assert "containing 'brahmin': 1; right in pld 0, in g 1" in text
+
+
+def test_versus_pairs_a_variant_with_the_base_run_and_its_dspy_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.quality
+    import bench.tables
+    from pld.tasks.base import Example
+
+    gold = ["a", "b", "a", "b"]
+    test = [Example(f"i{k}", {"text": "t"}, g) for k, g in enumerate(gold)]
+    monkeypatch.setattr(bench.quality, "load", lambda *a: (None, [], [], test))
+    monkeypatch.setattr(bench.tables, "RESULTS", tmp_path)
+
+    def row(pred: list[str]) -> dict[str, object]:
+        return {
+            "n": 4,
+            "macro_f1": 0.5,
+            "per_class": {"a": {}, "b": {}},
+            "_pred": {f"i{k}": p for k, p in enumerate(pred)},
+            "_correct": {f"i{k}": p == g for k, (p, g) in enumerate(zip(pred, gold, strict=True))},
+        }
+
+    args = {"dataset": "x", "n_train": 2, "n_val": 2, "n_test": 4, "seed": 0}
+    files = {
+        "v/results.json": {"args": args, "students": {"s": {"methods": {"pld": row(gold)}}}},
+        "b/results.json": {
+            "args": args,
+            "students": {"s": {"methods": {"pld": row(["a", "a", "a", "a"])}}},
+        },
+        "b/peer-dspy.json": {"args": {"model": "s"}, "methods": {"g": row(["b", "b", "b", "b"])}},
+    }
+    for name, d in files.items():
+        (tmp_path / "quality" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "quality" / name).write_text(json.dumps(d))
+    text = bench.tables.versus("v", "b")
+    assert "| pld (b) | 4 | 0.500 | +0.667" in text and "| g | 4 | 0.500 | +0.667" in text
+    args2 = {**args, "seed": 1}
+    (tmp_path / "quality" / "v" / "results.json").write_text(
+        json.dumps({"args": args2, "students": {}})
+    )
+    with pytest.raises(SystemExit, match="differ in seed"):
+        bench.tables.versus("v", "b")
