@@ -16,6 +16,7 @@ from bench.common import RESULTS
 from pld.evaluate import mcnemar_counts
 from pld.metrics import paired_bootstrap_diff
 from pld.predictions import Prediction
+from pld.tasks.base import Example
 
 
 def _load(name: str) -> Any:
@@ -115,15 +116,22 @@ def cost() -> str:
     return "\n".join(out)
 
 
-def _gold(d: dict[str, Any]) -> dict[str, str]:
-    """The test items' gold labels, reloaded exactly as the run sampled them (results files
-    keep each method's answers, not the gold)."""
+def _test_items(a: dict[str, Any]) -> list[Example]:
+    """The test items, reloaded exactly as the run with these arguments sampled them (results
+    files keep each method's answers, not the items)."""
     from bench.quality import load
 
-    a = d["args"]
     _, _, _, test = load(a["dataset"], a["n_train"], a["n_val"], a["n_test"], a["seed"],
                          a.get("max_chars", 1200))  # fmt: skip
-    return {e.id: e.label for e in test}
+    return test
+
+
+def _gold(d: dict[str, Any]) -> dict[str, str]:
+    return {e.id: e.label for e in _test_items(d["args"])}
+
+
+def _text(e: Example) -> str:
+    return " ".join(e.fields.values())
 
 
 def _preds(r: dict[str, Any], gold: dict[str, str]) -> list[Prediction]:
@@ -431,12 +439,8 @@ def disagreements(dataset_dir: str, system: str, term: str | None = None) -> str
     ``term``, also how each side does on the test items whose input contains it."""
     from collections import Counter
 
-    from bench.quality import load
-
     d = json.loads((RESULTS / "quality" / dataset_dir / "peer-dspy.json").read_text())
-    q = d["quality_args"]
-    _, _, _, test = load(q["dataset"], q["n_train"], q["n_val"], q["n_test"], q["seed"],
-                         q.get("max_chars", 1200))  # fmt: skip
+    test = _test_items(d["quality_args"])
     others = d["quality_baselines"] | d["methods"]
     pld, other = d["pld_frontier"]["_pred"], others[system]["_pred"]
     out = []
@@ -446,12 +450,12 @@ def disagreements(dataset_dir: str, system: str, term: str | None = None) -> str
         out += ["", f"#### right only in {winner} ({len(rows)} items): gold, {loser}'s answer",
                 ""]  # fmt: skip
         for e in rows:
-            text = " ".join(e.fields.values()).replace("|", "/")[:110]
+            text = _text(e).replace("|", "/")[:110]
             out.append(f"- {e.label} ← {lp[e.id]}: {text}")
         counts = Counter((e.label, lp[e.id]) for e in rows)
         out += ["", ", ".join(f"{g} → {a}: {n}" for (g, a), n in counts.most_common())]
     if term:
-        hit = [e for e in test if term.lower() in " ".join(e.fields.values()).lower()]
+        hit = [e for e in test if term.lower() in _text(e).lower()]
         out += ["", f"test items containing {term!r}: {len(hit)}; right in pld "
                 f"{sum(pld[e.id] == e.label for e in hit)}, in {system} "
                 f"{sum(other[e.id] == e.label for e in hit)}"]  # fmt: skip
@@ -465,7 +469,7 @@ def versus(variant_dir: str, base_dir: str) -> str:
     q = RESULTS / "quality"
     var = json.loads((q / variant_dir / "results.json").read_text())
     base = json.loads((q / base_dir / "results.json").read_text())
-    for k in ("n_train", "n_val", "n_test", "seed"):
+    for k in ("dataset", "n_train", "n_val", "n_test", "seed"):
         if var["args"][k] != base["args"][k]:
             raise SystemExit(f"{variant_dir} and {base_dir} differ in {k}: not the same items")
     gold = _gold(base)

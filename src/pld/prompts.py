@@ -88,8 +88,9 @@ EXTRACT_SCHEMA: dict[str, Any] = {
 # race), and 20 under GEPA's instruction, which names the term (bench/RESULTS.md, 2a). With
 # ``name_cues`` the teacher may name cue terms that recur across inputs; one-off details and
 # whole inputs stay out (the copy checks of pld.rulecheck still apply), and every named term
-# stays auditable in its rule. Off by default: for data whose names are parties or people
-# (contracts, tickets), naming them is memorising, not a rule.
+# stays auditable in its rule. Off by default: on the StereoSet stereotype scheme, whose labels
+# do not depend on which group is named, it cost the same student 0.226 macro-F1 (validation
+# showed it), and for data whose names are parties or people, naming them is memorising.
 _CUE_KINDS = (
     "(a group, role, place, object or technical term that a small classifier may not know "
     "the kind of)"
@@ -231,7 +232,7 @@ def resolve_prompt(
         '{"op": "remove", "id": "R3"}, {"op": "merge", "ids": ["R1", "R4"], "text": "..."}. '
         + (
             "Rules must stay general: never quote the inputs above, but do name a cue term "
-            f"that recurs across inputs when the classifier failed for not knowing its kind "
+            "that recurs across inputs when the classifier failed for not knowing its kind "
             f"{_CUE_KINDS}.\n"
             if name_cues
             else "Rules must stay general: never quote the inputs above.\n"
