@@ -216,7 +216,8 @@ def _teacher_use(d: dict[str, Any], dd: dict[str, Any]) -> str:
     if t and not u.get("calls"):
         return (
             f"teacher replayed from its transcript ({t['requests']} requests, "
-            f"{t['answers']} replies, {len(t['quoting_test_items'])} quoting a test item)"
+            f"{t['answers']} replies, {len(t['quoting_test_items'])} quoting a test item"
+            f"{_over_limit(t)})"
         )
     return (
         f"teacher {u.get('calls', 0)} calls ({u.get('cache_hits', 0)} cache hits), "
@@ -313,6 +314,12 @@ def per_class_f1(pld: dict[str, Any], others: dict[str, Any]) -> list[str]:
     return out
 
 
+def _over_limit(transcript: dict[str, Any]) -> str:
+    """ ", N longer than max_tokens" for a transcript checked since that check exists."""
+    long = transcript.get("replies_over_max_tokens")
+    return "" if long is None else f", {len(long)} longer than their max_tokens (est.)"
+
+
 def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
     """DSPy given pld's frontier teacher: every row against the frontier run's pld."""
     f, q = d["pld_frontier"], d["quality_args"]
@@ -353,7 +360,8 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
     leaks = len(tr["quoting_test_items"])
     out.append(
         f"\nDSPy's teacher transcript: {tr['cost']['requests']} distinct requests, "
-        f"{tr['answers']} answers, {leaks} quoting a test item; pld's: {t['requests']}. "
+        f"{tr['answers']} answers, {leaks} quoting a test item{_over_limit(tr)}; "
+        f"pld's: {t['requests']}. "
         "Teacher tokens are the endpoint's estimate (characters / 4) on both sides."
     )
     g = d["methods"].get("dspy-gepa", {}).get("compile")

@@ -10,8 +10,10 @@ handing it on. A rerun with unchanged prompts is a replay: every key is already 
 nothing new is asked.
 
 ``check_no_test_items`` is the honesty check of the transcript: no request may quote a test
-item (the teacher sees training examples only). ``transcript_cost`` counts what the teacher
-answered, the same way for every optimizer that used it (pld, DSPy).
+item (the teacher sees training examples only), and it lists the replies longer than their
+request's ``max_tokens`` (a file-answering teacher is not cut off, an API model would be).
+``transcript_cost`` counts what the teacher answered, the same way for every optimizer that
+used it (pld, DSPy).
 """
 
 from __future__ import annotations
@@ -119,14 +121,35 @@ def check_no_test_items(
     allowed = " | ".join({_words(t) for t in seen})
     texts = [w for w in {_words(t) for t in test_texts if len(t.strip()) >= 12} if w not in allowed]
     leaks: list[str] = []
+    long_replies: list[str] = []
     files = sorted((root / "requests").glob("*.json"))
     for f in files:
-        messages = json.loads(f.read_text()).get("messages", [])
+        body = json.loads(f.read_text())
+        messages = body.get("messages", [])
         content = _words(" ".join(_content_text(m.get("content", "")) for m in messages))
         if any(t in content for t in texts):
             leaks.append(f.name)
+        if _over_max_tokens(body, root / "answers" / f"{f.stem}.txt"):
+            long_replies.append(f.name)
     answers = len(list((root / "answers").glob("*.txt")))
-    return {"requests": len(files), "answers": answers, "quoting_test_items": leaks}
+    return {
+        "requests": len(files),
+        "answers": answers,
+        "quoting_test_items": leaks,
+        "replies_over_max_tokens": long_replies,
+    }
+
+
+def _over_max_tokens(body: dict[str, Any], answer: Path) -> bool:
+    """Whether the reply is longer than the request allowed, estimated as the endpoint counts
+    tokens (characters / 4). The endpoint does not enforce ``max_tokens``: a file-answering
+    teacher writes what it writes, where an API model would stop (and the client re-ask).
+    Flagged, not cut: cutting would change recorded replays; every optimizer's teacher is
+    checked the same way, so the tables can say how many replies had that advantage."""
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    if not isinstance(limit, int) or not answer.exists():
+        return False
+    return len(answer.read_text()) / 4 > limit
 
 
 def _content_text(content: object) -> str:

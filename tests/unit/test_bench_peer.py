@@ -93,6 +93,24 @@ def test_check_no_test_items_sees_quotes_in_any_layout(tmp_path: Path) -> None:
     ]
 
 
+def test_check_no_test_items_flags_replies_longer_than_max_tokens(tmp_path: Path) -> None:
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    for name, limit, reply in [("a", 10, "x" * 41), ("b", 10, "x" * 40), ("c", None, "x" * 999)]:
+        _request(tmp_path, name, "a request")
+        if limit is not None:
+            body = json.loads((tmp_path / "requests" / f"{name}.json").read_text())
+            (tmp_path / "requests" / f"{name}.json").write_text(
+                json.dumps(body | {"max_tokens": limit})
+            )
+        (answers / f"{name}.txt").write_text(reply)
+    _request(tmp_path, "d", "pending, no answer yet")
+    r = check_no_test_items(tmp_path, [])
+    # 41 characters is over 10 tokens at 4 characters each; 40 is not; no limit, no flag
+    assert r["replies_over_max_tokens"] == ["a.json"]
+    assert (r["requests"], r["answers"]) == (4, 3)
+
+
 def test_transcript_cost_counts_each_request_once(tmp_path: Path) -> None:
     lines = [
         {"key": "k1", "prompt_tokens": 10, "completion_tokens": 4},
