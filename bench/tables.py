@@ -4,6 +4,8 @@ in RESULTS.md is a copy of a file a benchmark wrote.
     python -m bench.tables latency|cost|quality|peer
     python -m bench.tables disagreements DATASET-frontier SYSTEM [TERM]   # e.g. dspy-gepa
     python -m bench.tables versus VARIANT-DIR BASE-DIR      # e.g. X-frontier-cues X-frontier
+    python -m bench.tables transcripts [qwen-1.5b]   # recorded teacher transcripts; over-long
+                                                     # replies recounted with that tokenizer
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from typing import Any
 
 from bench.common import RESULTS
+from bench.teacher_endpoint import replies_over_max_tokens
 from pld.evaluate import mcnemar_counts
 from pld.metrics import paired_bootstrap_diff
 from pld.predictions import Prediction
@@ -510,10 +513,59 @@ def versus(variant_dir: str, base_dir: str) -> str:
     return "\n".join(out)
 
 
+def transcripts(tokenizer: str | None = None) -> str:
+    """Every recorded frontier-teacher transcript (pld's and DSPy's): its requests, replies
+    and the replies longer than their request's max_tokens, which an API would have cut.
+    The endpoint's estimate is characters / 4; ``tokenizer`` (a bench model, e.g. qwen-1.5b)
+    recounts the flagged replies with a real BPE vocabulary, since the frontier teacher's own
+    tokenizer is not available here and chars / 4 overstates English prose."""
+    count = _token_counter(tokenizer) if tokenizer else None
+    recount = f" ({tokenizer} tokens)" if tokenizer else ""
+    out = [
+        "| transcript | requests | replies | longer than max_tokens, est. "
+        f"(key: limit → chars/4{' → ' + tokenizer if tokenizer else ''}) | over{recount} |",
+        "|---|---|---|---|---|",
+    ]
+    for root in sorted((RESULTS / "quality").glob("*/*teacher")):
+        if not (root / "requests").is_dir():
+            continue
+        n_req = len(list((root / "requests").glob("*.json")))
+        n_ans = len(list((root / "answers").glob("*.txt")))
+        long = replies_over_max_tokens(root)
+        real = {k: count((root / "answers" / f"{k}.txt").read_text()) if count else 0 for k in long}
+        listed = ", ".join(
+            f"{k[:8]}: {a} → {b}{f' → {real[k]}' if count else ''}" for k, (a, b) in long.items()
+        )
+        over = sum(1 for k, (a, _) in long.items() if real[k] > a) if count else "-"
+        out.append(
+            f"| {root.parent.name}/{root.name} | {n_req} | {n_ans} | {len(long)}"
+            f"{' (' + listed + ')' if listed else ''} | {over} |"
+        )
+    return "\n".join(out)
+
+
+def _token_counter(name: str) -> Any:
+    from bench.models import fetch
+    from pld.models.local import EngineConfig, get_engine
+
+    engine = get_engine(EngineConfig(path=str(fetch(name)), n_ctx=2048, n_threads=1))
+    return lambda text: len(engine.tokenize(text))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "disagreements":
         print(disagreements(*sys.argv[2:5]))
+    elif sys.argv[1] == "transcripts":
+        print(transcripts(*sys.argv[2:3]))
     elif sys.argv[1] == "versus":
         print(versus(sys.argv[2], sys.argv[3]))
     else:
-        print({"latency": latency, "cost": cost, "quality": quality, "peer": peer}[sys.argv[1]]())
+        print(
+            {
+                "latency": latency,
+                "cost": cost,
+                "quality": quality,
+                "peer": peer,
+                "transcripts": transcripts,
+            }[sys.argv[1]]()
+        )

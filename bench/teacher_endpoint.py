@@ -121,35 +121,38 @@ def check_no_test_items(
     allowed = " | ".join({_words(t) for t in seen})
     texts = [w for w in {_words(t) for t in test_texts if len(t.strip()) >= 12} if w not in allowed]
     leaks: list[str] = []
-    long_replies: list[str] = []
     files = sorted((root / "requests").glob("*.json"))
     for f in files:
-        body = json.loads(f.read_text())
-        messages = body.get("messages", [])
+        messages = json.loads(f.read_text()).get("messages", [])
         content = _words(" ".join(_content_text(m.get("content", "")) for m in messages))
         if any(t in content for t in texts):
             leaks.append(f.name)
-        if _over_max_tokens(body, root / "answers" / f"{f.stem}.txt"):
-            long_replies.append(f.name)
     answers = len(list((root / "answers").glob("*.txt")))
     return {
         "requests": len(files),
         "answers": answers,
         "quoting_test_items": leaks,
-        "replies_over_max_tokens": long_replies,
+        "replies_over_max_tokens": [f"{k}.json" for k in replies_over_max_tokens(root)],
     }
 
 
-def _over_max_tokens(body: dict[str, Any], answer: Path) -> bool:
-    """Whether the reply is longer than the request allowed, estimated as the endpoint counts
-    tokens (characters / 4). The endpoint does not enforce ``max_tokens``: a file-answering
-    teacher writes what it writes, where an API model would stop (and the client re-ask).
-    Flagged, not cut: cutting would change recorded replays; every optimizer's teacher is
-    checked the same way, so the tables can say how many replies had that advantage."""
-    limit = body.get("max_tokens") or body.get("max_completion_tokens")
-    if not isinstance(limit, int) or not answer.exists():
-        return False
-    return len(answer.read_text()) / 4 > limit
+def replies_over_max_tokens(root: Path) -> dict[str, tuple[int, int]]:
+    """Replies longer than their request allowed: key -> (max_tokens, estimated tokens), the
+    estimate as the endpoint counts (characters / 4). The endpoint does not enforce
+    ``max_tokens``: a file-answering teacher writes what it writes, where an API model would
+    stop (and the client re-ask). Flagged, not cut: cutting would change recorded replays;
+    every optimizer's teacher is checked the same way, so the tables can say how many replies
+    had that advantage."""
+    out: dict[str, tuple[int, int]] = {}
+    for f in sorted((root / "requests").glob("*.json")):
+        body = json.loads(f.read_text())
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        answer = root / "answers" / f"{f.stem}.txt"
+        if isinstance(limit, int) and answer.exists():
+            chars = len(answer.read_text())
+            if chars / 4 > limit:
+                out[f.stem] = (limit, chars // 4)
+    return out
 
 
 def _content_text(content: object) -> str:
