@@ -33,6 +33,10 @@ class DistillConfig:
     extract_max_attempts: int = 3
     extract_max_tokens: int = 320
     max_train: int | None = None
+    # ask the teacher about only a stratified ``extract_max`` of the training examples (one
+    # call each); every later phase still uses the whole training set. Under a fixed teacher
+    # budget this moves calls from extraction, where rules repeat, to resolve candidates
+    extract_max: int | None = None
     # phase 2 (paper: DBSCAN, cosine, eps 0.4, min_samples 6)
     cluster_algorithm: str = "dbscan"
     eps: float = 0.4
@@ -111,6 +115,8 @@ class DistillConfig:
             )
         if self.max_train is not None and self.max_train < 1:
             raise ConfigError("max_train must be >= 1")
+        if self.extract_max is not None and self.extract_max < 1:
+            raise ConfigError("extract_max must be >= 1 (or unset: extract from every example)")
         if self.resolve_successes < 0:
             raise ConfigError("resolve_successes must be >= 0")
         if self.resolve_pool < 0:

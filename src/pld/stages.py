@@ -27,7 +27,7 @@ from pld.rulebook import Rulebook, calibration_record
 from pld.rules import InstructionSet
 from pld.run import Run
 from pld.rundir import RunDir
-from pld.tasks.base import Example, Task
+from pld.tasks.base import Example, Task, stratified_sample
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,16 +63,23 @@ class Fitting:
         prog.end(phase)
         return out
 
+    def extraction_examples(self) -> list[Example]:
+        """The training examples phase 1 asks the teacher about: all, or a stratified
+        ``extract_max`` of them (the same seeded sample on every resume)."""
+        n = self.cfg.extract_max
+        return self.train if n is None else stratified_sample(self.train, n, self.cfg.seed)
+
     async def extract(self) -> Extracted:
         """Phase 1: one rule per training example (or a recorded failure)."""
+        examples = self.extraction_examples()
 
         def produce() -> Awaitable[Extracted]:
             return self._shown(
                 "extract",
-                len(self.train),
+                len(examples),
                 lambda tick: extract(
                     self.task,
-                    self.train,
+                    examples,
                     self.teacher,
                     max_attempts=self.cfg.extract_max_attempts,
                     max_tokens=self.cfg.extract_max_tokens,
@@ -103,11 +110,11 @@ class Fitting:
             log.warning(
                 "extraction: %d of %d examples gave no valid rule (see extraction_failures.jsonl)",
                 len(failures),
-                len(self.train),
+                len(examples),
             )
         if not rules:
             raise TeacherOutputError(
-                f"extraction produced no valid rule from {len(self.train)} examples; "
+                f"extraction produced no valid rule from {len(examples)} examples; "
                 "see extraction_failures.jsonl and use a stronger teacher"
             )
         return rules, failures

@@ -92,6 +92,30 @@ def test_resume_after_interruption_repeats_no_teacher_call(tmp_path: Path) -> No
     assert earlier["calls"] == n_extract  # the interrupted process's spend is still on record
 
 
+def test_extract_max_asks_about_a_stratified_subset_and_keeps_the_whole_train(
+    tmp_path: Path,
+) -> None:
+    task, train, val = _split()
+    teacher = make_teacher()
+    cfg = CFG.with_overrides(extract_max=3)
+    Distiller(teacher, make_student(), HashEmbedder(), config=cfg).fit(
+        train, val, run_dir=tmp_path / "run"
+    )
+    extraction = [
+        r
+        for r in teacher.requests
+        if "The correct label for this input is" in r.messages[1].content
+    ]
+    assert len(extraction) == 3 < len(train.examples)
+    rules = [json.loads(x) for x in (tmp_path / "run" / "rules.jsonl").read_text().splitlines()]
+    by_id = {e.id: e.label for e in train.examples}
+    assert len({by_id[r["example_id"]] for r in rules}) == len(task.labels)  # stratified
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["n_train"] == len(train.examples)  # the later phases still see every example
+    with pytest.raises(ConfigError, match="extract_max"):
+        DistillConfig(extract_max=0)
+
+
 def test_rundir_refuses_non_empty_without_resume_or_force(tmp_path: Path) -> None:
     _, train, val = _split()
     (tmp_path / "run").mkdir()
