@@ -182,6 +182,16 @@ def parse_args() -> argparse.Namespace:
         "the run in its own folder (DATASET-frontier-cues), PLD rows only: its baselines are "
         "the base run's, on the same split",
     )
+    ap.add_argument(
+        "--extract-max",
+        type=int,
+        help="DistillConfig.extract_max: extract from a stratified N of the training examples "
+        "and give the teacher budget saved to resolve (with --max-rounds, --resolve-candidates, "
+        "--patience); a variant in its own folder (DATASET-frontier-xN-rRcKpP), PLD rows only. "
+        "Its extraction requests are the base run's, so they replay the base's recorded replies",
+    )
+    ap.add_argument("--resolve-candidates", type=int, help="DistillConfig.resolve_candidates")
+    ap.add_argument("--patience", type=int, help="DistillConfig.patience")
     a = ap.parse_args()
     for m in [*([] if a.teacher == FRONTIER else [a.teacher]), *a.students.split(",")]:
         if m != "smollm2" and m not in MODELS:
@@ -196,8 +206,8 @@ def main() -> None:
     frontier = a.teacher == FRONTIER
     # Earlier runs (a local teacher) keep their folder; the frontier run gets its own.
     out_dir = RESULTS / "quality" / (f"{a.dataset}-frontier" if frontier else a.dataset)
-    if a.name_cues:
-        out_dir = out_dir.with_name(out_dir.name + "-cues")
+    base_dir = out_dir
+    out_dir = out_dir.with_name(out_dir.name + variant_suffix(a))
     out_dir.mkdir(parents=True, exist_ok=True)
     res_path = out_dir / "results.json"
     res: dict[str, Any] = json.loads(res_path.read_text()) if res_path.exists() else {}
@@ -212,12 +222,35 @@ def main() -> None:
         bench.run(spec(a.teacher, a.dataset), teacher_zero_shot=True)
     else:
         teacher_dir = out_dir / "teacher"
-        with TeacherEndpoint(teacher_dir) as ep:
+        replay = base_dir / "teacher" if out_dir != base_dir else None
+        with TeacherEndpoint(teacher_dir, replay_from=replay) as ep:
             print(f"frontier teacher: answer files in {teacher_dir}/pending", flush=True)
             bench.run(ep.spec, teacher_zero_shot=False, teacher_concurrency=8)
         res["teacher_transcript"] = check_no_test_items(teacher_dir, (task.render(e) for e in test))
         bench.save()
     print("saved", res_path)
+
+
+def variant_suffix(a: argparse.Namespace) -> str:
+    """The folder suffix of a PLD-only variant of the base run ("" for the base run)."""
+    out = "-cues" if a.name_cues else ""
+    if a.extract_max or a.resolve_candidates or a.patience:
+        cfg = variant_config(a)
+        out += (
+            f"-x{cfg.extract_max or a.n_train}-r{cfg.max_rounds}c{cfg.resolve_candidates}"
+            f"p{cfg.patience}"
+        )
+    return out
+
+
+def variant_config(a: argparse.Namespace) -> DistillConfig:
+    """The run's DistillConfig: the bench's, with the variant's settings (None keeps one)."""
+    return distill_config(a.max_rounds, a.seed).with_overrides(
+        name_cues=a.name_cues,
+        extract_max=a.extract_max,
+        resolve_candidates=a.resolve_candidates,
+        patience=a.patience,
+    )
 
 
 class _TeacherPhasesDone(Exception):
@@ -290,17 +323,13 @@ class Bench:
         a, task = self.a, self.task
         st = self.res["students"].setdefault(student, {"methods": {}})
         s_spec = spec(student, a.dataset)
-        baselines = not a.name_cues  # a variant's baselines are the base run's
+        baselines = not variant_suffix(a)  # a variant's baselines are the base run's
         if not a.teacher_only and baselines:
             self.method(st, "zero-shot", s_spec, student, "zero-shot")
             self.method(st, "zero-shot-raw", s_spec, student, "zero-shot", calibrate=False)
         run = self.out_dir / f"run-{student}"
         t0 = time.perf_counter()
-        cfg = dataclasses.replace(
-            distill_config(a.max_rounds, a.seed),
-            teacher_concurrency=teacher_concurrency,
-            name_cues=a.name_cues,
-        )
+        cfg = dataclasses.replace(variant_config(a), teacher_concurrency=teacher_concurrency)
         d = (_TeacherPhases if a.teacher_only else Distiller)(
             teacher_spec,
             s_spec,

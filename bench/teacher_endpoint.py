@@ -51,9 +51,13 @@ def request_key(body: dict[str, Any], fields: Iterable[str]) -> str:
 
 
 class TeacherEndpoint:
-    """Serve ``root`` on an ephemeral 127.0.0.1 port in a daemon thread (``with`` block)."""
+    """Serve ``root`` on an ephemeral 127.0.0.1 port in a daemon thread (``with`` block).
 
-    def __init__(self, root: Path) -> None:
+    ``replay_from`` is another run's transcript folder: a request it already answered (the same
+    key, so the same request) gets that recorded reply, copied into ``root`` so this transcript
+    stays complete on its own. A variant run replays its base run's shared requests this way."""
+
+    def __init__(self, root: Path, replay_from: Path | None = None) -> None:
         self.root = root
         tool = _tool()
         base = tool.make_handler(root)
@@ -68,10 +72,12 @@ class TeacherEndpoint:
                 )
                 try:
                     body = json.loads(raw)
-                    path = requests / f"{request_key(body, fields)}.json"
+                    key = request_key(body, fields)
+                    path = requests / f"{key}.json"
                     if not path.exists():
                         # the recorded transcript's bytes: indent 1, no final newline
                         atomic_write(path, json.dumps(body, indent=1))
+                    _replay(key, replay_from, root)
                 except (ValueError, TypeError):
                     pass  # the base handler answers 400
                 self.rfile = io.BytesIO(raw)
@@ -96,6 +102,16 @@ class TeacherEndpoint:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _replay(key: str, source: Path | None, root: Path) -> None:
+    """Copy ``source``'s recorded reply to this request into ``root``, if it has one."""
+    if source is None:
+        return
+    recorded, mine = source / "answers" / f"{key}.txt", root / "answers" / f"{key}.txt"
+    if recorded.exists() and not mine.exists():
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(mine, recorded.read_text())
 
 
 _WORD = re.compile(r"\w+")

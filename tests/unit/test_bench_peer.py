@@ -5,6 +5,8 @@ cost, and the frontier table. No model, no DSPy (the worker's helpers are standa
 from __future__ import annotations
 
 import json
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from bench.peer import (
     with_lenient_readings,
 )
 from bench.tables import peer_frontier
-from bench.teacher_endpoint import check_no_test_items, transcript_cost
+from bench.teacher_endpoint import TeacherEndpoint, check_no_test_items, transcript_cost
 from pld.tasks.base import Example, Task
 
 
@@ -300,3 +302,37 @@ def test_lenient_row_only_where_dspy_dropped_a_readable_reply() -> None:
     assert list(rows) == ["dspy-predict", "dspy-predict-lenient"]
     assert rows["dspy-predict"]["preds"][1]["label"] is None  # DSPy's own score untouched
     assert rows["dspy-predict-lenient"]["preds"][1]["label"] == "stereotype"
+
+
+def _chat(url: str, content: str) -> str:
+    body = {"model": "frontier", "messages": [{"role": "user", "content": content}]}
+    req = urllib.request.Request(
+        url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return str(json.loads(r.read())["choices"][0]["message"]["content"])
+
+
+def test_teacher_endpoint_replays_a_base_runs_recorded_reply(tmp_path: Path) -> None:
+    base, variant = tmp_path / "base", tmp_path / "variant"
+    with TeacherEndpoint(base) as ep:  # record: answer the pending request as the helper would
+
+        def answer() -> None:
+            pending = base / "pending"
+            while not list(pending.glob("*.md")):
+                threading.Event().wait(0.05)
+            key = next(pending.glob("*.md")).stem
+            (base / "answers" / f"{key}.txt").write_text("the recorded reply")
+
+        threading.Thread(target=answer, daemon=True).start()
+        assert _chat(ep.base_url, "shared request") == "the recorded reply"
+    # the variant asks the same request: answered at once from the base, copied into its own
+    # transcript; the base is not touched
+    with TeacherEndpoint(variant, replay_from=base) as ep:
+        assert _chat(ep.base_url, "shared request") == "the recorded reply"
+    key = next((base / "answers").glob("*.txt")).stem
+    assert (variant / "answers" / f"{key}.txt").read_text() == "the recorded reply"
+    assert (variant / "requests" / f"{key}.json").exists()
+    assert transcript_cost(variant)["requests"] == 1
