@@ -560,12 +560,4 @@ if __name__ == "__main__":
     elif sys.argv[1] == "versus":
         print(versus(sys.argv[2], sys.argv[3]))
     else:
-        print(
-            {
-                "latency": latency,
-                "cost": cost,
-                "quality": quality,
-                "peer": peer,
-                "transcripts": transcripts,
-            }[sys.argv[1]]()
-        )
+        print({"latency": latency, "cost": cost, "quality": quality, "peer": peer}[sys.argv[1]]())

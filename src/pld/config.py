@@ -35,7 +35,9 @@ class DistillConfig:
     max_train: int | None = None
     # ask the teacher about only a stratified ``extract_max`` of the training examples (one
     # call each); every later phase still uses the whole training set. Under a fixed teacher
-    # budget this moves calls from extraction, where rules repeat, to resolve candidates
+    # budget this frees calls from extraction, where rules repeat (bench/RESULTS.md: half the
+    # extraction lost nothing on the StereoSet stereotype scheme; the wider resolve it paid for
+    # accepted nothing)
     extract_max: int | None = None
     # phase 2 (paper: DBSCAN, cosine, eps 0.4, min_samples 6)
     cluster_algorithm: str = "dbscan"
