@@ -532,11 +532,14 @@ def transcripts(tokenizer: str | None = None) -> str:
         n_req = len(list((root / "requests").glob("*.json")))
         n_ans = len(list((root / "answers").glob("*.txt")))
         long = replies_over_max_tokens(root)
-        real = {k: count((root / "answers" / f"{k}.txt").read_text()) if count else 0 for k in long}
-        listed = ", ".join(
-            f"{k[:8]}: {a} → {b}{f' → {real[k]}' if count else ''}" for k, (a, b) in long.items()
+        real = (
+            {k: count((root / "answers" / f"{k}.txt").read_text()) for k in long} if count else {}
         )
-        over = sum(1 for k, (a, _) in long.items() if real[k] > a) if count else "-"
+        listed = ", ".join(
+            f"{k[:8]}: {a} → {b}" + (f" → {real[k]}" if k in real else "")
+            for k, (a, b) in long.items()
+        )
+        over = sum(real[k] > a for k, (a, _) in long.items()) if count else "-"
         out.append(
             f"| {root.parent.name}/{root.name} | {n_req} | {n_ans} | {len(long)}"
             f"{' (' + listed + ')' if listed else ''} | {over} |"
