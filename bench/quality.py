@@ -171,7 +171,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--teacher-only",
         action="store_true",
-        help="run extraction and synthesis only (teacher, embedder; no student call) and stop: "
+        help="run extraction and synthesis only (teacher, embedder; no student call, except "
+        "the validation passes that choose among --synthesis-candidates) and stop: "
         "records a frontier teacher's replies while the CPU is busy elsewhere; the same "
         "command without this flag resumes the run from there",
     )
@@ -191,6 +192,12 @@ def parse_args() -> argparse.Namespace:
         "Its extraction requests are the base run's, so they replay the base's recorded replies",
     )
     ap.add_argument("--resolve-candidates", type=int, help="DistillConfig.resolve_candidates")
+    ap.add_argument(
+        "--synthesis-candidates",
+        type=int,
+        help="DistillConfig.synthesis_candidates: K syntheses chosen on validation; a variant "
+        "(folder suffix -sK), PLD rows only",
+    )
     ap.add_argument("--patience", type=int, help="DistillConfig.patience")
     a = ap.parse_args()
     for m in [*([] if a.teacher == FRONTIER else [a.teacher]), *a.students.split(",")]:
@@ -222,13 +229,28 @@ def main() -> None:
         bench.run(spec(a.teacher, a.dataset), teacher_zero_shot=True)
     else:
         teacher_dir = out_dir / "teacher"
-        replay = base_dir / "teacher" if out_dir != base_dir else None
+        replay = replay_sources(base_dir, out_dir)
         with TeacherEndpoint(teacher_dir, replay_from=replay) as ep:
             print(f"frontier teacher: answer files in {teacher_dir}/pending", flush=True)
             bench.run(ep.spec, teacher_zero_shot=False, teacher_concurrency=8)
         res["teacher_transcript"] = check_no_test_items(teacher_dir, (task.render(e) for e in test))
         bench.save()
     print("saved", res_path)
+
+
+def replay_sources(base_dir: Path, out_dir: Path) -> list[Path]:
+    """The recorded transcripts a variant replays identical requests from: the base run's,
+    then every other variant's of the same dataset (a -s4 variant of -x60-r15c4p3 shares that
+    run's merges and resolve requests, not only the base's extractions). The base run replays
+    nothing: its transcript is the recording."""
+    if out_dir == base_dir:
+        return []
+    others = sorted(
+        p / "teacher"
+        for p in base_dir.parent.glob(f"{base_dir.name}-*")
+        if p != out_dir and (p / "teacher").is_dir()
+    )
+    return [base_dir / "teacher", *others]
 
 
 def variant_suffix(a: argparse.Namespace) -> str:
@@ -240,6 +262,8 @@ def variant_suffix(a: argparse.Namespace) -> str:
             f"-x{cfg.extract_max or a.n_train}-r{cfg.max_rounds}c{cfg.resolve_candidates}"
             f"p{cfg.patience}"
         )
+    if a.synthesis_candidates:
+        out += f"-s{a.synthesis_candidates}"
     return out
 
 
@@ -250,6 +274,7 @@ def variant_config(a: argparse.Namespace) -> DistillConfig:
         extract_max=a.extract_max,
         resolve_candidates=a.resolve_candidates,
         patience=a.patience,
+        synthesis_candidates=a.synthesis_candidates,
     )
 
 

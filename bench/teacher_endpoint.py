@@ -24,7 +24,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,11 +53,12 @@ def request_key(body: dict[str, Any], fields: Iterable[str]) -> str:
 class TeacherEndpoint:
     """Serve ``root`` on an ephemeral 127.0.0.1 port in a daemon thread (``with`` block).
 
-    ``replay_from`` is another run's transcript folder: a request it already answered (the same
-    key, so the same request) gets that recorded reply, copied into ``root`` so this transcript
-    stays complete on its own. A variant run replays its base run's shared requests this way."""
+    ``replay_from`` are other runs' transcript folders: a request one of them already answered
+    (the same key, so the same request) gets that recorded reply (the first folder's that has
+    it), copied into ``root`` so this transcript stays complete on its own. A variant run
+    replays its base run's shared requests this way."""
 
-    def __init__(self, root: Path, replay_from: Path | None = None) -> None:
+    def __init__(self, root: Path, replay_from: Sequence[Path] = ()) -> None:
         self.root = root
         tool = _tool()
         base = tool.make_handler(root)
@@ -104,14 +105,15 @@ class TeacherEndpoint:
         self.server.server_close()
 
 
-def _replay(key: str, source: Path | None, root: Path) -> None:
-    """Copy ``source``'s recorded reply to this request into ``root``, if it has one."""
-    if source is None:
-        return
-    recorded, mine = source / "answers" / f"{key}.txt", root / "answers" / f"{key}.txt"
-    if recorded.exists() and not mine.exists():
-        mine.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(mine, recorded.read_text())
+def _replay(key: str, sources: Sequence[Path], root: Path) -> None:
+    """Copy the first of ``sources``' recorded replies to this request into ``root``."""
+    mine = root / "answers" / f"{key}.txt"
+    for source in sources:
+        recorded = source / "answers" / f"{key}.txt"
+        if recorded.exists() and not mine.exists():
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(mine, recorded.read_text())
+            return
 
 
 _WORD = re.compile(r"\w+")

@@ -109,6 +109,57 @@ async def layout_pass(
     return LayoutPass(layout, prompt, raw, prior)
 
 
+async def choose_synthesis(
+    task: Task,
+    sets: Sequence[InstructionSet],
+    val: Sequence[Example],
+    student: ChatClient,
+    *,
+    calibrate: bool | None,
+    on_done: Callable[[], None] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """The index of the synthesized set to resolve from, and the record of why.
+
+    Each set gets one ``default``-layout validation pass (the first set's is the pass the
+    resolve stage then makes, a cache hit), read raw and calibrated. A set's score is the
+    reading the fit will use: ``calibrate`` as given, or, with ``None`` (the decide stage is
+    on and picks the reading later), the better of the two. The best score wins; ties go to
+    the lower index, so the paper's synthesis (index 0) is kept unless another one beats it.
+    Unlike ``choose``, no bootstrap margin: the sets are alternatives of equal standing, not a
+    default and challengers."""
+    rows: list[dict[str, Any]] = []
+    for k, rules in enumerate(sets):
+        lp = await layout_pass(DEFAULT_LAYOUT, task, rules, val, student, on_done)
+        readings = {
+            c.calibrate: macro_f1(p, task.labels)
+            for c, p in candidates_of([lp], task.labels).items()
+        }
+        wanted = [calibrate] if calibrate is not None and calibrate in readings else list(readings)
+        rows.append(
+            {
+                "candidate": k,
+                "instructions": len(rules),
+                "val_macro_f1_raw": readings[False],
+                "val_macro_f1_calibrated": readings.get(True),
+                "score": max(readings[c] for c in wanted),
+            }
+        )
+    best = max(range(len(rows)), key=lambda k: (rows[k]["score"], -k))
+    for r in rows:
+        r["chosen"] = r["candidate"] == best
+    reading = (
+        "the better of raw and calibrated"
+        if calibrate is None
+        else ("calibrated" if calibrate else "raw")
+    )
+    reason = (
+        f"candidate {best} of {len(rows)} scored validation macro-F1 {rows[best]['score']:.3f} "
+        f"({reading}, default layout, {len(val)} items); candidate 0, the paper's synthesis, "
+        f"scored {rows[0]['score']:.3f}"
+    )
+    return best, {"n_val": len(val), "reading": reading, "candidates": rows, "reason": reason}
+
+
 def candidates_of(passes: Sequence[LayoutPass], labels: Sequence[str]) -> dict[Candidate, Any]:
     """Each pass's raw candidate and, when it has a prior, its calibrated one."""
     out: dict[Candidate, Any] = {}

@@ -37,6 +37,9 @@ FILES = (
     "decision.json",
     "lint.json",
 )
+# Written by a fit only with some settings (synthesis_candidates > 1): cleared by --force with
+# the rest, so a forced rerun without them leaves no stale record behind.
+OPTIONAL = ("synthesis_candidates.json",)
 # Written into a finished run by later commands (pld audit): not part of a fit, but pld's, so
 # --force clears them with the fit's files (an audit of the old rulebook must not survive).
 DERIVED = ("audit.json",)
@@ -185,7 +188,7 @@ class RunDir:
                     f"{self.path} is not empty; pass --resume to continue that run or --force "
                     "to overwrite it"
                 )
-            for name in (*FILES, *DERIVED):
+            for name in (*FILES, *OPTIONAL, *DERIVED):
                 (self.path / name).unlink(missing_ok=True)
         try:
             probe = self.path / ".write-test"

@@ -13,14 +13,14 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pld.config import DistillConfig
-from pld.decide import DecideSettings, decide
+from pld.decide import DecideSettings, choose_synthesis, decide
 from pld.errors import TeacherOutputError
 from pld.lint import lint_record, token_counter
 from pld.models.client import ChatClient, EmbedClient
 from pld.phases.classify import label_prior
 from pld.phases.extract import ExtractionFailure, RawRule, extract
 from pld.phases.resolve import ResolveSettings, resolve
-from pld.phases.synthesize import synthesize
+from pld.phases.synthesize import SynthesisResult, synthesize_candidates
 from pld.predictions import Prediction, example_items
 from pld.progress import NoProgress, Progress
 from pld.rulebook import Rulebook, calibration_record
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Extracted = tuple[list[RawRule], list[ExtractionFailure]]
-Synthesized = tuple[InstructionSet, dict[str, Any], list[dict[str, Any]]]  # v0, clusters, noise
+# v0, clusters, noise, and the choice among synthesis candidates (None: one synthesis)
+Synthesized = tuple[InstructionSet, dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]
 Resolved = tuple[InstructionSet, list[dict[str, Any]], list[Prediction]]
 # the kept rulebook and its validation predictions (None: decide is off, resolve's stand)
 Decided = tuple[Rulebook, list[Prediction] | None]
@@ -124,10 +125,10 @@ class Fitting:
         cfg = self.cfg
 
         async def produce() -> Synthesized:
-            syn = await self._shown(
+            syns = await self._shown(
                 "synthesize",
                 None,
-                lambda tick: synthesize(
+                lambda tick: synthesize_candidates(
                     self.task,
                     rules,
                     self.embedder,
@@ -141,9 +142,13 @@ class Fitting:
                     max_tokens=cfg.consolidate_max_tokens,
                     seed=cfg.seed,
                     name_cues=cfg.name_cues,
+                    candidates=cfg.synthesis_candidates,
+                    member_share=cfg.synthesis_share,
                     on_done=tick,
                 ),
             )
+            chosen, choice = await self._choose_synthesis(syns)
+            syn = syns[chosen]
             c = syn.clustering
             clusters = {
                 "algorithm": c.algorithm,
@@ -156,20 +161,26 @@ class Fitting:
                 "clusters": syn.clusters,
                 "consolidation_failures": syn.failures,
             }
-            return syn.instructions, clusters, syn.noise
+            v0 = syn.instructions
+            if choice is not None:  # the choice travels with the rules (prompt.md, report)
+                v0 = replace(v0, notes=(*v0.notes, f"synthesis: {choice['reason']}"))
+            return v0, clusters, syn.noise, choice
 
         def save(rd: RunDir, v: Synthesized) -> None:
             rd.write_json("clusters.json", v[1])
             rd.write_jsonl("noise_rules.jsonl", v[2])
+            if v[3] is not None:
+                rd.write_json("synthesis_candidates.json", v[3])
             rd.write_text("instructions_v0.json", v[0].dumps())
 
-        v0, clusters, _ = await self.run.stage(
+        v0, clusters, _, _ = await self.run.stage(
             "synthesize",
             produce,
             lambda rd: (
                 InstructionSet.from_json(rd.read_json("instructions_v0.json")),
                 rd.read_json("clusters.json"),
                 [],
+                None,
             ),
             files=("instructions_v0.json", "clusters.json"),
             save=save,
@@ -178,12 +189,48 @@ class Fitting:
                 "clusters": v[1]["n_clusters"],
                 "noise": v[1]["n_noise"],
                 "eps": v[1]["eps"],
+                **(
+                    {}
+                    if v[3] is None
+                    else {"candidates": len(v[3]["candidates"]), "chosen": v[3]["chosen"]}
+                ),
             },
         )
         missing = [lab for lab in self.task.labels if lab not in v0.labels_covered()]
         if missing:
             log.warning("no instruction decides label(s) %s: no valid rule for them", missing)
         return v0, clusters
+
+    async def _choose_synthesis(
+        self, syns: list[SynthesisResult]
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Which synthesis candidate the fit continues from (``pld.decide.choose_synthesis``),
+        with every candidate's instructions on record; (0, None) for a single synthesis."""
+        if len(syns) == 1:
+            return 0, None
+        if not self.val:
+            log.warning("synthesis candidates: no validation items to choose by; kept the first")
+            return 0, None
+        cfg = self.cfg
+        sets = [s.instructions for s in syns]
+        chosen, rec = await self._shown(
+            "choose synthesis",
+            len(sets) * len(self.val),
+            lambda tick: choose_synthesis(
+                self.task,
+                sets,
+                self.val,
+                self.student,
+                calibrate=None if cfg.decide else cfg.calibrate,
+                on_done=tick,
+            ),
+        )
+        for row, s in zip(rec["candidates"], syns, strict=True):
+            row["share"] = 1.0 if row["candidate"] == 0 else cfg.synthesis_share
+            row["instruction_set"] = s.instructions.to_json()
+            row["consolidation_failures"] = s.failures
+        log.info("synthesis: %s", rec["reason"])
+        return chosen, {**rec, "chosen": chosen}
 
     async def resolve(self, v0: InstructionSet) -> Resolved:
         """Phase 3: the teacher repairs the rulebook against the student's failures."""

@@ -330,7 +330,7 @@ def test_teacher_endpoint_replays_a_base_runs_recorded_reply(tmp_path: Path) -> 
         assert _chat(ep.base_url, "shared request") == "the recorded reply"
     # the variant asks the same request: answered at once from the base, copied into its own
     # transcript; the base is not touched
-    with TeacherEndpoint(variant, replay_from=base) as ep:
+    with TeacherEndpoint(variant, replay_from=[base]) as ep:
         assert _chat(ep.base_url, "shared request") == "the recorded reply"
     key = next((base / "answers").glob("*.txt")).stem
     assert (variant / "answers" / f"{key}.txt").read_text() == "the recorded reply"

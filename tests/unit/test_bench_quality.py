@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pytest
 
-from bench.quality import parse_args, variant_config, variant_suffix
+from bench.quality import parse_args, replay_sources, variant_config, variant_suffix
 
 
 def _args(monkeypatch: pytest.MonkeyPatch, *extra: str) -> argparse.Namespace:
@@ -39,3 +40,26 @@ def test_variant_folders_name_their_settings(monkeypatch: pytest.MonkeyPatch) ->
     # a wider search alone, extracting from every example, names the full training set
     a = _args(monkeypatch, "--n-train", "120", "--resolve-candidates", "4")
     assert variant_suffix(a) == f"-x120-r2c4p{base.patience}"
+    # synthesis candidates stack on the rest: the -x60 run's recorded requests replay
+    a = _args(
+        monkeypatch,
+        *("--n-train", "120", "--extract-max", "60", "--max-rounds", "15"),
+        *("--resolve-candidates", "4", "--patience", "3", "--synthesis-candidates", "4"),
+    )
+    assert variant_suffix(a) == "-x60-r15c4p3-s4"
+    assert variant_config(a).synthesis_candidates == 4
+
+
+def test_a_variant_replays_the_base_then_its_siblings(tmp_path: Path) -> None:
+    base = tmp_path / "ds-frontier"
+    names = ("ds-frontier-x60-r15c4p3", "ds-frontier-cues", "ds-frontier-x60-r15c4p3-s4")
+    for name in ("ds-frontier", *names, "ds-frontierless", "other-frontier-cues"):
+        (tmp_path / name / "teacher").mkdir(parents=True)
+    (tmp_path / "ds-frontier-nofolder").mkdir()
+    me = tmp_path / names[2]
+    assert replay_sources(base, base) == []
+    assert replay_sources(base, me) == [
+        base / "teacher",
+        tmp_path / names[1] / "teacher",
+        tmp_path / names[0] / "teacher",
+    ]

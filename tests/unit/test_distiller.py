@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,10 +14,18 @@ from pld.cache import Cache
 from pld.config import DistillConfig
 from pld.distiller import Distiller
 from pld.errors import BudgetExceeded, ConfigError, NotFittedError, RunDirError
-from pld.models.fake import HashEmbedder
+from pld.models.base import GenOptions, Message
+from pld.models.fake import HashEmbedder, ScriptedChatModel
 from pld.rundir import FILES
 from pld.tasks.base import Task, stratified_split
-from tests.fakes import SCRIPTED_CFG, make_student, make_task, make_teacher
+from tests.fakes import (
+    KEYWORDS,
+    SCRIPTED_CFG,
+    make_student,
+    make_task,
+    make_teacher,
+    teacher_reply,
+)
 
 CFG = SCRIPTED_CFG.with_overrides(calibrate=False)
 
@@ -114,6 +125,68 @@ def test_extract_max_asks_about_a_stratified_subset_and_keeps_the_whole_train(
     assert meta["n_train"] == len(train.examples)  # the later phases still see every example
     with pytest.raises(ConfigError, match="extract_max"):
         DistillConfig(extract_max=0)
+
+
+def _teacher_whose_full_metal_merge_is_bad() -> ScriptedChatModel:
+    """The scripted teacher, except that shown every metal rule (the paper's synthesis) it
+    merges them into an instruction that never names iron, so the student misses metal."""
+    state: dict[str, Any] = {}
+
+    def reply(m: Sequence[Message], o: GenOptions) -> str:
+        user = m[1].content
+        if "Merge them into ONE" in user and len(re.findall(r"^- \(metal\) ", user, re.M)) == 5:
+            return json.dumps(
+                {
+                    "topic": "metal topic",
+                    "instruction": "If the text describes hard grey workshop materials, "
+                    "the label is metal.",
+                    "labels": ["metal"],
+                }
+            )
+        return teacher_reply(m, o, state=state)
+
+    return ScriptedChatModel(reply, name="teacher")
+
+
+def test_synthesis_candidates_resolve_from_the_one_validation_scores_best(
+    tmp_path: Path,
+) -> None:
+    _, train, val = _split()
+    single, several = make_teacher(), _teacher_whose_full_metal_merge_is_bad()
+    cfg = CFG.with_overrides(max_rounds=0)
+    one = Distiller(single, make_student(), HashEmbedder(), config=cfg, cache=tmp_path / "1")
+    one.fit(train, val, run_dir=tmp_path / "one")
+    assert not (tmp_path / "one" / "synthesis_candidates.json").exists()
+    two = Distiller(
+        several,
+        make_student(),
+        HashEmbedder(),
+        config=cfg.with_overrides(synthesis_candidates=2),
+        cache=tmp_path / "2",
+    )
+    two.fit(train, val, run_dir=tmp_path / "two")
+    merges = [r for r in several.requests if "Merge them into ONE" in r.messages[1].content]
+    assert len(merges) == 2 * len(KEYWORDS)  # one call per cluster and candidate
+    shown = sorted(len(re.findall(r"^- \(", r.messages[1].content, re.M)) for r in merges)
+    assert shown == [4, 4, 4, 5, 5, 5]  # candidate 1 shows ceil(2/3 of 5) rules per cluster
+    rec = json.loads((tmp_path / "two" / "synthesis_candidates.json").read_text())
+    rows = rec["candidates"]
+    assert rec["chosen"] == 1 and [r["chosen"] for r in rows] == [False, True]
+    assert rows[0]["score"] < rows[1]["score"] == 1.0
+    assert "candidate 1 of 2" in rec["reason"]
+    v0 = json.loads((tmp_path / "two" / "instructions_v0.json").read_text())
+    assert "iron" in json.dumps(v0["instructions"]) and v0["notes"][-1].startswith("synthesis:")
+    assert "iron" not in json.dumps(rows[0]["instruction_set"])
+    meta = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert meta["phases"]["synthesize"]["chosen"] == 1
+    ok = [e.label for e in val.examples]
+    assert [p.label for p in one.predict(list(val.examples))] == ok
+    assert [p.label for p in two.predict(list(val.examples))] == ok
+    # a forced refit with one synthesis leaves no stale record of the earlier choice
+    one.fit(train, val, run_dir=tmp_path / "two", force=True)
+    assert not (tmp_path / "two" / "synthesis_candidates.json").exists()
+    with pytest.raises(ConfigError, match="synthesis_share"):
+        DistillConfig(synthesis_share=0.0)
 
 
 def test_rundir_refuses_non_empty_without_resume_or_force(tmp_path: Path) -> None:

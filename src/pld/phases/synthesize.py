@@ -11,6 +11,7 @@ from that label's noise rules.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 from collections import Counter
@@ -219,11 +220,14 @@ def _member_sources(task: Task, example_ids: Iterable[str]) -> list[str]:
 
 
 def _fit_budget(
-    members: Sequence[RawRule], budget_tokens: int, rng: random.Random
+    members: Sequence[RawRule], budget_tokens: int, rng: random.Random, share: float = 1.0
 ) -> list[RawRule]:
-    """Sample a cluster's rules to fit the consolidation prompt budget (~4 chars/token)."""
+    """Sample a cluster's rules to fit the consolidation prompt budget (~4 chars/token), and
+    at most ``share`` of them (at least one)."""
     order = list(members)
     rng.shuffle(order)
+    if share < 1.0:
+        order = order[: max(1, math.ceil(share * len(order)))]
     out: list[RawRule] = []
     used = 0
     for r in order:
@@ -245,9 +249,10 @@ async def _consolidate(
     max_attempts: int,
     rng: random.Random,
     name_cues: bool = False,
+    share: float = 1.0,
 ) -> tuple[str, str, tuple[str, ...], str | None]:
     """Return (topic, instruction, labels, failure reason or None)."""
-    shown = _fit_budget(members, budget_tokens, rng)
+    shown = _fit_budget(members, budget_tokens, rng, share)
     prompt = consolidate_prompt(
         task.description,
         task.labels,
@@ -290,7 +295,22 @@ async def _consolidate(
     return f"{medoid.label} rule", medoid.rule, majority, ans.error
 
 
+Job = tuple[str, list[int]]  # (name, indices of the rules it consolidates)
+Merged = tuple[str, str, tuple[str, ...], str | None]  # topic, text, labels, failure
+
+
 async def synthesize(
+    task: Task,
+    rules: Sequence[RawRule],
+    embedder: EmbedClient,
+    teacher: ChatClient,
+    **kw: Any,
+) -> SynthesisResult:
+    """The one synthesis of the paper's phase 2 (``synthesize_candidates``' first)."""
+    return (await synthesize_candidates(task, rules, embedder, teacher, candidates=1, **kw))[0]
+
+
+async def synthesize_candidates(
     task: Task,
     rules: Sequence[RawRule],
     embedder: EmbedClient,
@@ -306,9 +326,18 @@ async def synthesize(
     seed: int = 0,
     by_label: bool = True,
     name_cues: bool = False,
+    candidates: int = 1,
+    member_share: float = 2 / 3,
     on_done: Callable[[], None] | None = None,
-) -> SynthesisResult:
-    """``by_label`` (default) clusters each label's rules separately. The paper clusters all
+) -> list[SynthesisResult]:
+    """``candidates`` consolidations of one clustering. The first is the paper's synthesis
+    (every cluster's rules, up to the prompt budget); each other one shows the teacher its own
+    seeded ``member_share`` of each cluster's rules, so the merges differ as two teachers'
+    would. Measured on the stereotype scheme, two merges of the same clusters differed by 0.1
+    macro-F1 on test and validation ranked them as test did (bench/RESULTS.md), so the caller
+    chooses among them on validation. Each candidate costs one teacher call per cluster.
+
+    ``by_label`` (default) clusters each label's rules separately. The paper clusters all
     rules together; measured here, rules written in one template ("If ..., then the label is
     X") cluster by their wording, so global clusters mixed every label and the teacher merged
     them into instructions that only restated the task (bench/RESULTS.md, section 2)."""
@@ -326,50 +355,48 @@ async def synthesize(
         groups.setdefault(c, []).append(i)
     cluster_ids = sorted((c for c in groups if c >= 0), key=lambda c: (-len(groups[c]), c))
     noise_idx = groups.get(-1, [])
+    cluster_jobs: list[Job] = [(f"cluster-{c}", groups[c]) for c in cluster_ids]
 
-    jobs: list[tuple[str, list[int]]] = [(f"cluster-{c}", groups[c]) for c in cluster_ids]
-    rng = random.Random(seed)
+    async def one(k: int) -> SynthesisResult:
+        # candidate 0 draws exactly as a single synthesis always has (recorded runs replay)
+        rng = random.Random(seed if k == 0 else f"{seed}/candidate-{k}")
+        share = 1.0 if k == 0 else member_share
 
-    async def run_jobs(
-        batch: list[tuple[str, list[int]]],
-    ) -> list[tuple[str, str, tuple[str, ...], str | None]]:
-        rngs = [random.Random(rng.random()) for _ in batch]
+        async def run_jobs(batch: list[Job]) -> list[Merged]:
+            rngs = [random.Random(rng.random()) for _ in batch]
 
-        async def run(k: int) -> tuple[str, str, tuple[str, ...], str | None]:
-            out = await _consolidate(
-                task,
-                [rules[i] for i in batch[k][1]],
-                teacher,
-                budget_tokens=budget_tokens,
-                max_tokens=max_tokens,
-                max_attempts=max_attempts,
-                rng=rngs[k],
-                name_cues=name_cues,
-            )
-            if on_done is not None:
-                on_done()
-            return out
+            async def run(j: int) -> Merged:
+                out = await _consolidate(
+                    task,
+                    [rules[i] for i in batch[j][1]],
+                    teacher,
+                    budget_tokens=budget_tokens,
+                    max_tokens=max_tokens,
+                    max_attempts=max_attempts,
+                    rng=rngs[j],
+                    name_cues=name_cues,
+                    share=share,
+                )
+                if on_done is not None:
+                    on_done()
+                return out
 
-        return await gather_all(run(k) for k in range(len(batch)))
+            return await gather_all(run(j) for j in range(len(batch)))
 
-    merged = await run_jobs(jobs)
-    # Label coverage guard (the paper's synthesis drops minority labels): a label that no
-    # consolidated instruction decides gets one, from its noise rules (or, if it had none,
-    # from its clustered rules), and that instruction decides exactly that label.
-    guard_jobs = _coverage_jobs(task, rules, merged, noise_idx)
-    guarded = await run_jobs(guard_jobs)
-    guarded = [
-        (topic, text, (job[0].removeprefix("coverage-"),), fail)
-        for job, (topic, text, _, fail) in zip(guard_jobs, guarded, strict=True)
-    ]
-    jobs += guard_jobs
-    merged += guarded
+        jobs = list(cluster_jobs)
+        merged = await run_jobs(jobs)
+        # Label coverage guard (the paper's synthesis drops minority labels): a label that no
+        # consolidated instruction decides gets one, from its noise rules (or, if it had none,
+        # from its clustered rules), and that instruction decides exactly that label.
+        guard_jobs = _coverage_jobs(task, rules, merged, noise_idx)
+        guarded = await run_jobs(guard_jobs)
+        guarded = [
+            (topic, text, (job[0].removeprefix("coverage-"),), fail)
+            for job, (topic, text, _, fail) in zip(guard_jobs, guarded, strict=True)
+        ]
+        return _assemble(rules, clustering, jobs + guard_jobs, merged + guarded, noise_idx)
 
-    return _assemble(rules, clustering, jobs, merged, noise_idx)
-
-
-Job = tuple[str, list[int]]  # (name, indices of the rules it consolidates)
-Merged = tuple[str, str, tuple[str, ...], str | None]  # topic, text, labels, failure
+    return list(await gather_all(one(k) for k in range(candidates)))
 
 
 def _coverage_jobs(
