@@ -123,6 +123,10 @@ class Fitting:
     async def synthesize(self, rules: list[RawRule]) -> tuple[InstructionSet, dict[str, Any]]:
         """Phase 2: cluster the rules and consolidate each cluster into an instruction."""
         cfg = self.cfg
+        k = cfg.synthesis_candidates
+        if k > 1 and not self.val:
+            log.warning("synthesis_candidates: no validation items to choose by; synthesizing once")
+            k = 1
 
         async def produce() -> Synthesized:
             syns = await self._shown(
@@ -142,7 +146,7 @@ class Fitting:
                     max_tokens=cfg.consolidate_max_tokens,
                     seed=cfg.seed,
                     name_cues=cfg.name_cues,
-                    candidates=cfg.synthesis_candidates,
+                    candidates=k,
                     member_share=cfg.synthesis_share,
                     on_done=tick,
                 ),
@@ -207,9 +211,6 @@ class Fitting:
         """Which synthesis candidate the fit continues from (``pld.decide.choose_synthesis``),
         with every candidate's instructions on record; (0, None) for a single synthesis."""
         if len(syns) == 1:
-            return 0, None
-        if not self.val:
-            log.warning("synthesis candidates: no validation items to choose by; kept the first")
             return 0, None
         cfg = self.cfg
         sets = [s.instructions for s in syns]
