@@ -17,7 +17,7 @@ from typing import Any
 from bench.common import RESULTS
 from bench.teacher_endpoint import replies_over_max_tokens
 from pld.evaluate import mcnemar_counts
-from pld.metrics import paired_bootstrap_diff
+from pld.metrics import paired_bootstrap_diff, paired_text
 from pld.predictions import Prediction
 from pld.tasks.base import Example
 
@@ -154,7 +154,7 @@ def paired_vs_pld(d: dict[str, Any], st: dict[str, Any], labels: list[str]) -> d
     for m, r in ms.items():
         if m != "pld" and "_pred" in r:
             b = paired_bootstrap_diff(pld, _preds(r, gold), labels)
-            out[m] = f"{b['diff']:+.3f} [{b['ci95'][0]:+.2f}, {b['ci95'][1]:+.2f}] (n={b['n']})"
+            out[m] = f"{paired_text(b)} (n={b['n']})"
     return out
 
 
@@ -174,7 +174,7 @@ def quality() -> str:
         out += [
             "",
             "| student | method | n | macro-F1 | 95% CI | acc | invalid | p50 ms | "
-            "prompt tok/item | McNemar p vs PLD | PLD − method, paired 95% CI |",
+            "prompt tok/item | McNemar p vs PLD | PLD − method, paired 95% CI, permutation p |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         t = d.get("teacher_zero_shot")
@@ -277,9 +277,13 @@ def _scores(r: dict[str, Any]) -> str:
     return f"{r['macro_f1']:.3f} | [{lo:.2f}, {hi:.2f}] | {r['accuracy']:.3f} | {r['invalid']}"
 
 
-def _paired(r: dict[str, Any]) -> str:
-    b = r["pld_minus_this"]
-    return f"{b['diff']:+.3f} [{b['ci95'][0]:+.2f}, {b['ci95'][1]:+.2f}]"
+def _paired(r: dict[str, Any], pld: list[Prediction] | None, gold: dict[str, str] | None) -> str:
+    """pld minus the row: recomputed from both sides' recorded answers when the test items
+    can be reloaded (so records saved before the permutation p existed get it too), else as
+    the record has it."""
+    if pld is None or gold is None:
+        return paired_text(r["pld_minus_this"])
+    return paired_text(paired_bootstrap_diff(pld, _preds(r, gold), list(r["per_class"])))
 
 
 def _test_p50(r: dict[str, Any]) -> str:
@@ -333,12 +337,16 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
         f"{d['machine']['date']}",
         "",
         "| system | n | macro-F1 | 95% CI | acc | invalid | McNemar p vs pld | "
-        "pld − system, paired 95% CI | teacher calls | teacher tok est. (prompt + completion) "
-        "| student calls to build | build wall s | test p50 ms/item |",
+        "pld − system, paired 95% CI, permutation p | teacher calls | "
+        "teacher tok est. (prompt + completion) | student calls to build | build wall s | "
+        "test p50 ms/item |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     su = f["distill_usage"].get("student", {})
     t = f["teacher"]
+    # a real run's record names its dataset, so its test items (the gold labels) reload
+    gold = _gold({"args": q}) if "dataset" in q else None
+    pld = _preds(f, gold) if gold is not None else None
     out.append(
         f"| pld (frontier run's rulebook) | {f['n']} | {f['macro_f1']:.3f} | "
         f"[{f['macro_f1_ci95'][0]:.2f}, {f['macro_f1_ci95'][1]:.2f}] | {f['accuracy']:.3f} | "
@@ -349,15 +357,15 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
     for m, r in d["quality_baselines"].items():
         out.append(
             f"| {m} | {r['n']} | {_scores(r)} | "
-            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | - | - | - | - | "
+            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r, pld, gold)} | - | - | - | - | "
             f"{r['latency_p50_s'] * 1000:.0f} |"
         )
     for m, r in d["methods"].items():
         tc, tp, tk, sc, wall = _build_cost(r)
         out.append(
             f"| {m} | {r['n']} | {_scores(r)} | "
-            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r)} | {tc} | {tp} + {tk} | "
-            f"{sc} | {wall:.0f} | {_test_p50(r)} |"
+            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r, pld, gold)} | {tc} | "
+            f"{tp} + {tk} | {sc} | {wall:.0f} | {_test_p50(r)} |"
         )
     out += per_class_f1(f, d["quality_baselines"] | d["methods"])
     leaks = len(tr["quoting_test_items"])
@@ -500,15 +508,15 @@ def versus(variant_dir: str, base_dir: str) -> str:
             f"### {variant_dir}: pld (student {s}, macro-F1 {mine['macro_f1']:.3f}, "
             f"n={mine['n']}) against {base_dir} on the same items",
             "",
-            "| system | n | macro-F1 | variant pld − system, paired 95% CI | McNemar p |",
+            "| system | n | macro-F1 | variant pld − system, paired 95% CI, permutation p | "
+            "McNemar p |",
             "|---|---|---|---|---|",
         ]
         for m, r in rows.items():
             b = paired_bootstrap_diff(me, _preds(r, gold), labels)
             mc = mcnemar_counts(mine["_correct"], r["_correct"])
             out.append(
-                f"| {m} | {r['n']} | {r['macro_f1']:.3f} | {b['diff']:+.3f} "
-                f"[{b['ci95'][0]:+.2f}, {b['ci95'][1]:+.2f}] | {mc['p_value']:.3g} |"
+                f"| {m} | {r['n']} | {r['macro_f1']:.3f} | {paired_text(b)} | {mc['p_value']:.3g} |"
             )
     return "\n".join(out)
 

@@ -4,6 +4,7 @@ the harm guard, paired resolve acceptance and the paired bootstrap."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from pld.decide import DecideSettings, apply_prior, decide
 from pld.distiller import Distiller
 from pld.errors import ConfigError
 from pld.evaluate import acompare, compare
-from pld.metrics import _resampled_macro_f1, macro_f1, paired_bootstrap_diff
+from pld.metrics import _resampled_macro_f1, macro_f1, paired_bootstrap_diff, paired_text
 from pld.models.base import Completion, GenOptions, Message, Usage
 from pld.models.client import ChatClient
 from pld.models.fake import HashEmbedder, Request, ScriptedChatModel
@@ -346,6 +347,42 @@ def test_paired_bootstrap_a_clearly_better_method_excludes_zero() -> None:
     assert r == paired_bootstrap_diff(good, bad, ["x", "y"], seed=3)  # seeded
     flipped = paired_bootstrap_diff(bad, good, ["x", "y"], seed=3)
     assert flipped["ci95"][1] < 0
+
+
+def test_paired_permutation_p_matches_exact_enumeration() -> None:
+    """The approximate-randomization p against the exact one: every one of the 2^m ways of
+    swapping the m items on which the two methods answer differently."""
+    labels = ["x", "y", "z"]
+    gold = ["x", "y", "z", "x", "y", "z", "x", "y", "z", "x", "y", "z"]
+    ans_a = ["x", "y", "z", "x", "y", "x", "x", None, "z", "y", "y", "z"]
+    ans_b = ["x", "x", "x", "z", "y", "x", "y", "y", "x", "y", "z", "z"]
+    a = [_P(i, lab, g) for i, (lab, g) in enumerate(zip(ans_a, gold, strict=True))]
+    b = [_P(i, lab, g) for i, (lab, g) in enumerate(zip(ans_b, gold, strict=True))]
+    differ = [i for i in range(len(gold)) if ans_a[i] != ans_b[i]]
+    obs = abs(macro_f1(a, labels) - macro_f1(b, labels))
+    hits = 0
+    for mask in itertools.product([False, True], repeat=len(differ)):
+        sa, sb = list(a), list(b)
+        for i, sw in zip(differ, mask, strict=True):
+            if sw:
+                sa[i], sb[i] = b[i], a[i]
+        hits += abs(macro_f1(sa, labels) - macro_f1(sb, labels)) >= obs - 1e-12
+    exact = hits / 2 ** len(differ)
+    r = paired_bootstrap_diff(a, b, labels, seed=1)
+    assert 0.01 < exact < 0.5  # a case where the test matters
+    assert r["p_permutation"] == pytest.approx(exact, abs=0.01)
+    assert paired_bootstrap_diff(a, list(a), labels)["p_permutation"] == 1.0  # no difference
+    assert paired_bootstrap_diff(a, b, labels, permutations=0)["p_permutation"] is None
+    gold2 = ["x" if i % 2 else "y" for i in range(60)]
+    good = [_P(i, g, g) for i, g in enumerate(gold2)]
+    bad = [_P(i, "x" if i % 3 else g, g) for i, g in enumerate(gold2)]
+    clear = paired_bootstrap_diff(good, bad, ["x", "y"])
+    assert clear["p_permutation"] < 0.001
+    # one cell: the floor of the estimate is said as a bound, not as a value
+    assert paired_text(clear).endswith(", p ≤ 0.0001") and paired_text(r).endswith(
+        f", p = {r['p_permutation']:.2g}"
+    )
+    assert "p" not in paired_text({"diff": 0.1, "ci95": [0.0, 0.2]})  # an older record
 
 
 def test_resampled_macro_f1_matches_macro_f1_with_invalid_answers() -> None:

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from pld.cli._common import RichProgress, err, open_cache, out
 from pld.evaluate import Comparison, compare, evaluation_items
+from pld.metrics import paired_text
 from pld.models.registry import redact_spec
 from pld.rulebook import Rulebook
 
@@ -28,7 +29,7 @@ COLUMNS = (
     "out tok",
     "$",
     "McNemar p",
-    "Δ vs PLD [95% CI]",
+    "Δ vs PLD [95% CI], perm. p",
 )
 
 
@@ -111,11 +112,8 @@ def comparison_table(c: Comparison) -> Table:
 
 
 def diff_cell(dv: dict[str, Any] | None) -> str:
-    """A method's paired macro-F1 difference to PLD with its bootstrap 95% CI."""
-    if not dv:
-        return "-"
-    lo, hi = dv["ci95"]
-    return f"{dv['diff']:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+    """A method's paired macro-F1 difference to PLD with its bootstrap 95% CI and permutation p."""
+    return paired_text(dv) if dv else "-"
 
 
 def render_comparison(c: Comparison, to: Console) -> None:

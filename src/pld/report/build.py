@@ -16,6 +16,7 @@ from typing import Any
 from pld.audit import load_audit, prompt_digest
 from pld.evaluate import Comparison
 from pld.lint import findings_of
+from pld.metrics import paired_text
 from pld.rulebook import Rulebook
 
 SVG_BAR_W = 260
@@ -184,12 +185,13 @@ def _results_html(results: dict[str, Any] | None, rb: Rulebook, root: Path) -> l
             f"<h2>Methods on {results['n']} test items</h2><table id='results'><tr>"
             "<th>method</th><th>macro-F1</th><th>95% CI</th><th>accuracy</th>"
             "<th>invalid</th><th>p50 ms</th><th>prompt tokens/item</th>"
-            "<th>McNemar p vs PLD</th><th>Δ macro-F1 vs PLD [paired 95% CI]</th></tr>"
+            "<th>McNemar p vs PLD</th>"
+            "<th>Δ macro-F1 vs PLD [paired 95% CI], permutation p</th></tr>"
         )
         for m, r in results["methods"].items():
             mc = r.get("mcnemar_vs_pld")
             dv = r.get("diff_vs_pld")
-            dcell = f"{dv['diff']:+.3f} [{dv['ci95'][0]:+.3f}, {dv['ci95'][1]:+.3f}]" if dv else "-"
+            dcell = paired_text(dv, digits=3) if dv else "-"
             parts.append(
                 f"<tr><td>{e(m)}</td>"
                 f"<td data-metric='{e(m)}.macro_f1'>{r['macro_f1']:.3f}</td>"
