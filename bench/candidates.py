@@ -29,8 +29,10 @@ from pld.rules import InstructionSet
 def choice_reading(c: dict[str, Any]) -> bool:
     """Whether the choice read this candidate calibrated: only where that scored higher on
     validation than raw (its ``score`` is the better reading when the decide stage is on)."""
-    cal = c.get("val_macro_f1_calibrated")
-    return cal is not None and cal > c["val_macro_f1_raw"] and c["score"] == cal
+    # records written before the choice could use training items name these "val_..."
+    cal = c.get("macro_f1_calibrated", c.get("val_macro_f1_calibrated"))
+    raw = c.get("macro_f1_raw", c.get("val_macro_f1_raw"))
+    return cal is not None and cal > raw and c["score"] == cal
 
 
 def main() -> None:

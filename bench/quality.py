@@ -198,6 +198,12 @@ def parse_args() -> argparse.Namespace:
         help="DistillConfig.synthesis_candidates: K syntheses chosen on validation; a variant "
         "(folder suffix -sK), PLD rows only",
     )
+    ap.add_argument(
+        "--synthesis-pool",
+        type=int,
+        help="DistillConfig.synthesis_pool: up to N training items extraction did not use join "
+        "validation in choosing the synthesis (with --extract-max; folder suffix -sKuN)",
+    )
     ap.add_argument("--patience", type=int, help="DistillConfig.patience")
     a = ap.parse_args()
     for m in [*([] if a.teacher == FRONTIER else [a.teacher]), *a.students.split(",")]:
@@ -263,7 +269,7 @@ def variant_suffix(a: argparse.Namespace) -> str:
             f"p{cfg.patience}"
         )
     if a.synthesis_candidates:
-        out += f"-s{a.synthesis_candidates}"
+        out += f"-s{a.synthesis_candidates}" + (f"u{a.synthesis_pool}" if a.synthesis_pool else "")
     return out
 
 
@@ -275,6 +281,7 @@ def variant_config(a: argparse.Namespace) -> DistillConfig:
         resolve_candidates=a.resolve_candidates,
         patience=a.patience,
         synthesis_candidates=a.synthesis_candidates,
+        synthesis_pool=a.synthesis_pool,
     )
 
 

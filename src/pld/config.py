@@ -55,6 +55,10 @@ class DistillConfig:
     # did not rank them as test did (bench/RESULTS.md)
     synthesis_candidates: int = 1
     synthesis_share: float = 2 / 3
+    # up to this many training items that extraction did not ask about (only with
+    # ``extract_max``) join validation in that choice: 60 validation items could not rank
+    # merges ±0.04 apart (bench/RESULTS.md); items whose rules fed a merge would favour it
+    synthesis_pool: int = 0
     # phase 3
     max_rounds: int = 3
     patience: int = 1
@@ -135,6 +139,8 @@ class DistillConfig:
             )
         if self.resolve_successes < 0:
             raise ConfigError("resolve_successes must be >= 0")
+        if self.synthesis_pool < 0:
+            raise ConfigError("synthesis_pool must be >= 0 (0 chooses on validation only)")
         if self.resolve_pool < 0:
             raise ConfigError("resolve_pool must be >= 0 (0 scores candidates on validation only)")
         self._check_decision()

@@ -112,7 +112,7 @@ async def layout_pass(
 async def choose_synthesis(
     task: Task,
     sets: Sequence[InstructionSet],
-    val: Sequence[Example],
+    items: Sequence[Example],
     student: ChatClient,
     *,
     calibrate: bool | None,
@@ -120,8 +120,9 @@ async def choose_synthesis(
 ) -> tuple[int, dict[str, Any]]:
     """The index of the synthesized set to resolve from, and the record of why.
 
-    Each set gets one ``default``-layout validation pass (the first set's is the pass the
-    resolve stage then makes, a cache hit), read raw and calibrated. A set's score is the
+    Each set gets one ``default``-layout pass over ``items`` (validation, possibly with
+    held-out training items; on validation alone the first set's pass is the one the resolve
+    stage then makes, a cache hit), read raw and calibrated. A set's score is the
     reading the fit will use: ``calibrate`` as given, or, with ``None`` (the decide stage is
     on and picks the reading later), the better of the two. The best score wins; ties go to
     the lower index, so the paper's synthesis (index 0) is kept unless another one beats it.
@@ -129,7 +130,7 @@ async def choose_synthesis(
     default and challengers."""
     rows: list[dict[str, Any]] = []
     for k, rules in enumerate(sets):
-        lp = await layout_pass(DEFAULT_LAYOUT, task, rules, val, student, on_done)
+        lp = await layout_pass(DEFAULT_LAYOUT, task, rules, items, student, on_done)
         readings = {
             c.calibrate: macro_f1(p, task.labels)
             for c, p in candidates_of([lp], task.labels).items()
@@ -139,8 +140,8 @@ async def choose_synthesis(
             {
                 "candidate": k,
                 "instructions": len(rules),
-                "val_macro_f1_raw": readings[False],
-                "val_macro_f1_calibrated": readings.get(True),
+                "macro_f1_raw": readings[False],
+                "macro_f1_calibrated": readings.get(True),
                 "score": max(readings[c] for c in wanted),
             }
         )
@@ -153,11 +154,11 @@ async def choose_synthesis(
         else ("calibrated" if calibrate else "raw")
     )
     reason = (
-        f"candidate {best} of {len(rows)} scored validation macro-F1 {rows[best]['score']:.3f} "
-        f"({reading}, default layout, {len(val)} items); candidate 0, the paper's synthesis, "
-        f"scored {rows[0]['score']:.3f}"
+        f"candidate {best} of {len(rows)} scored macro-F1 {rows[best]['score']:.3f} "
+        f"({reading}, default layout, {len(items)} held-out items); candidate 0, the paper's "
+        f"synthesis, scored {rows[0]['score']:.3f}"
     )
-    return best, {"n_val": len(val), "reading": reading, "candidates": rows, "reason": reason}
+    return best, {"n_items": len(items), "reading": reading, "candidates": rows, "reason": reason}
 
 
 def candidates_of(passes: Sequence[LayoutPass], labels: Sequence[str]) -> dict[Candidate, Any]:

@@ -124,7 +124,7 @@ class Fitting:
         """Phase 2: cluster the rules and consolidate each cluster into an instruction."""
         cfg = self.cfg
         k = cfg.synthesis_candidates
-        if k > 1 and not self.val:
+        if k > 1 and not self.selection_items():
             log.warning("synthesis_candidates: no validation items to choose by; synthesizing once")
             k = 1
 
@@ -214,13 +214,14 @@ class Fitting:
             return 0, None
         cfg = self.cfg
         sets = [s.instructions for s in syns]
+        items = self.selection_items()
         chosen, rec = await self._shown(
             "choose synthesis",
-            len(sets) * len(self.val),
+            len(sets) * len(items),
             lambda tick: choose_synthesis(
                 self.task,
                 sets,
-                self.val,
+                items,
                 self.student,
                 calibrate=None if cfg.decide else cfg.calibrate,
                 on_done=tick,
@@ -231,7 +232,19 @@ class Fitting:
             row["instruction_set"] = s.instructions.to_json()
             row["consolidation_failures"] = s.failures
         log.info("synthesis: %s", rec["reason"])
-        return chosen, {**rec, "chosen": chosen}
+        return chosen, {**rec, "n_val": len(self.val), "n_pool": len(items) - len(self.val),
+                        "chosen": chosen}  # fmt: skip
+
+    def selection_items(self) -> list[Example]:
+        """What synthesis candidates are scored on: validation, plus up to ``synthesis_pool``
+        training items extraction did not ask about (a stratified, seeded sample). Items
+        extraction did use are left out: a merge shown their rules would be favoured."""
+        n = self.cfg.synthesis_pool
+        if n == 0 or self.cfg.extract_max is None:
+            return list(self.val)
+        asked = {e.id for e in self.extraction_examples()}
+        unused = [e for e in self.train if e.id not in asked]
+        return [*self.val, *stratified_sample(unused, n, self.cfg.seed)]
 
     async def resolve(self, v0: InstructionSet) -> Resolved:
         """Phase 3: the teacher repairs the rulebook against the student's failures."""

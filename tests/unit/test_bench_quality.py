@@ -48,6 +48,10 @@ def test_variant_folders_name_their_settings(monkeypatch: pytest.MonkeyPatch) ->
     )
     assert variant_suffix(a) == "-x60-r15c4p3-s4"
     assert variant_config(a).synthesis_candidates == 4
+    a = _args(
+        monkeypatch, "--extract-max", "60", "--synthesis-candidates", "4", "--synthesis-pool", "60"
+    )
+    assert variant_suffix(a).endswith("-s4u60") and variant_config(a).synthesis_pool == 60
 
 
 def test_a_variant_replays_the_base_then_its_siblings(tmp_path: Path) -> None:

@@ -189,6 +189,32 @@ def test_synthesis_candidates_resolve_from_the_one_validation_scores_best(
         DistillConfig(synthesis_share=0.0)
 
 
+def test_synthesis_pool_adds_only_training_items_extraction_did_not_use(tmp_path: Path) -> None:
+    _, train, val = _split()
+    cfg = CFG.with_overrides(max_rounds=0, synthesis_candidates=2, extract_max=3)
+    student = make_student()
+    d = Distiller(make_teacher(), student, HashEmbedder(), config=cfg.with_overrides(
+        synthesis_pool=5), cache=tmp_path / "c")  # fmt: skip
+    d.fit(train, val, run_dir=tmp_path / "run")
+    rec = json.loads((tmp_path / "run" / "synthesis_candidates.json").read_text())
+    assert (rec["n_items"], rec["n_val"], rec["n_pool"]) == (len(val.examples) + 5, 15, 5)
+    asked = {
+        json.loads(x)["example_id"]
+        for x in (tmp_path / "run" / "rules.jsonl").read_text().splitlines()
+    }
+    scored = "\n".join(r.messages[-1].content for r in student.requests)
+    pooled = {e.id for e in train.examples if f"{e.fields['text']}\n" in scored + "\n"}
+    assert len(asked) == 3 and asked.isdisjoint(pooled) and len(pooled) >= 5
+    # without extract_max every training item fed a rule: nothing is held out to add
+    d2 = Distiller(make_teacher(), make_student(), HashEmbedder(), config=CFG.with_overrides(
+        max_rounds=0, synthesis_candidates=2, synthesis_pool=5), cache=tmp_path / "c2")  # fmt: skip
+    d2.fit(train, val, run_dir=tmp_path / "run2")
+    rec2 = json.loads((tmp_path / "run2" / "synthesis_candidates.json").read_text())
+    assert rec2["n_pool"] == 0 and rec2["n_items"] == len(val.examples)
+    with pytest.raises(ConfigError, match="synthesis_pool"):
+        DistillConfig(synthesis_pool=-1)
+
+
 def test_rundir_refuses_non_empty_without_resume_or_force(tmp_path: Path) -> None:
     _, train, val = _split()
     (tmp_path / "run").mkdir()
