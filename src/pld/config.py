@@ -141,6 +141,12 @@ class DistillConfig:
             raise ConfigError("resolve_successes must be >= 0")
         if self.synthesis_pool < 0:
             raise ConfigError("synthesis_pool must be >= 0 (0 chooses on validation only)")
+        if self.synthesis_pool and (self.extract_max is None or self.synthesis_candidates < 2):
+            raise ConfigError(
+                "synthesis_pool adds training items extraction did not use to the choice among "
+                "synthesis candidates: set extract_max and synthesis_candidates >= 2, or "
+                "synthesis_pool = 0"
+            )
         if self.resolve_pool < 0:
             raise ConfigError("resolve_pool must be >= 0 (0 scores candidates on validation only)")
         self._check_decision()

@@ -239,8 +239,8 @@ class Fitting:
         """What synthesis candidates are scored on: validation, plus up to ``synthesis_pool``
         training items extraction did not ask about (a stratified, seeded sample). Items
         extraction did use are left out: a merge shown their rules would be favoured."""
-        n = self.cfg.synthesis_pool
-        if n == 0 or self.cfg.extract_max is None:
+        n = self.cfg.synthesis_pool  # > 0 only with extract_max (DistillConfig checks)
+        if n == 0:
             return list(self.val)
         asked = {e.id for e in self.extraction_examples()}
         unused = [e for e in self.train if e.id not in asked]

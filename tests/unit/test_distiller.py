@@ -205,12 +205,11 @@ def test_synthesis_pool_adds_only_training_items_extraction_did_not_use(tmp_path
     scored = "\n".join(r.messages[-1].content for r in student.requests)
     pooled = {e.id for e in train.examples if f"{e.fields['text']}\n" in scored + "\n"}
     assert len(asked) == 3 and asked.isdisjoint(pooled) and len(pooled) >= 5
-    # without extract_max every training item fed a rule: nothing is held out to add
-    d2 = Distiller(make_teacher(), make_student(), HashEmbedder(), config=CFG.with_overrides(
-        max_rounds=0, synthesis_candidates=2, synthesis_pool=5), cache=tmp_path / "c2")  # fmt: skip
-    d2.fit(train, val, run_dir=tmp_path / "run2")
-    rec2 = json.loads((tmp_path / "run2" / "synthesis_candidates.json").read_text())
-    assert rec2["n_pool"] == 0 and rec2["n_items"] == len(val.examples)
+    # without extract_max every training item fed a rule, and without candidates there is
+    # no choice: either way the setting would do nothing, so it is refused by name
+    for bad in ({"synthesis_candidates": 2}, {"extract_max": 3}):
+        with pytest.raises(ConfigError, match="set extract_max and synthesis_candidates >= 2"):
+            DistillConfig(synthesis_pool=5, **bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="synthesis_pool"):
         DistillConfig(synthesis_pool=-1)
 
