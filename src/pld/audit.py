@@ -186,7 +186,9 @@ def rule_row(
     broken = [p.id for p, q in pairs if q.correct and not p.correct]
     changed = [p.id for p, q in pairs if p.label != q.label]
     f1_with, f1_without = macro_f1(full, labels), macro_f1(ablated, labels)
-    diff = paired_bootstrap_diff(full, ablated, labels, n=settings.resamples, seed=settings.seed)
+    diff = paired_bootstrap_diff(  # the audit reports the CI and McNemar, not a permutation p
+        full, ablated, labels, n=settings.resamples, seed=settings.seed, permutations=0
+    )
     mc = mcnemar_counts({p.id: p.correct for p in full}, {p.id: p.correct for p in ablated})
     delta = f1_with - f1_without
     flags = []

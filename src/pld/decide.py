@@ -190,7 +190,10 @@ def choose(
             best = c
     rows = []
     for c in preds:
-        cmp = paired_bootstrap_diff(preds[c], preds[default], labels, n=RESAMPLES, seed=seed)
+        # the choice reads the bootstrap share only: no permutation test
+        cmp = paired_bootstrap_diff(
+            preds[c], preds[default], labels, n=RESAMPLES, seed=seed, permutations=0
+        )
         rows.append(
             {
                 "layout": c.layout,
@@ -263,7 +266,7 @@ def harm_guard(
     """Compare the rulebook's chosen decision with the best zero-shot decision on the same
     validation items (paired). "Not better" means the rulebook's macro-F1 does not exceed
     the zero-shot one; then ``sentence`` says so with both figures."""
-    cmp = paired_bootstrap_diff(rb_preds, zs_preds, labels, n=RESAMPLES, seed=seed)
+    cmp = paired_bootstrap_diff(rb_preds, zs_preds, labels, n=RESAMPLES, seed=seed, permutations=0)
     rb_f1, zs_f1 = macro_f1(rb_preds, labels), macro_f1(zs_preds, labels)
     better = rb_f1 > zs_f1 + 1e-12
     sentence = None

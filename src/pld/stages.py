@@ -152,23 +152,7 @@ class Fitting:
                 ),
             )
             chosen, choice = await self._choose_synthesis(syns)
-            syn = syns[chosen]
-            c = syn.clustering
-            clusters = {
-                "algorithm": c.algorithm,
-                "eps": c.eps,
-                "min_samples": c.min_samples,
-                "auto_eps": c.auto,
-                "auto_eps_log": list(c.log),
-                "n_clusters": c.n_clusters,
-                "n_noise": len(syn.noise),
-                "clusters": syn.clusters,
-                "consolidation_failures": syn.failures,
-            }
-            v0 = syn.instructions
-            if choice is not None:  # the choice travels with the rules (prompt.md, report)
-                v0 = replace(v0, notes=(*v0.notes, f"synthesis: {choice['reason']}"))
-            return v0, clusters, syn.noise, choice
+            return _synthesized(syns[chosen], choice)
 
         def save(rd: RunDir, v: Synthesized) -> None:
             rd.write_json("clusters.json", v[1])
@@ -188,17 +172,7 @@ class Fitting:
             ),
             files=("instructions_v0.json", "clusters.json"),
             save=save,
-            summary=lambda v: {
-                "instructions": len(v[0]),
-                "clusters": v[1]["n_clusters"],
-                "noise": v[1]["n_noise"],
-                "eps": v[1]["eps"],
-                **(
-                    {}
-                    if v[3] is None
-                    else {"candidates": len(v[3]["candidates"]), "chosen": v[3]["chosen"]}
-                ),
-            },
+            summary=_synthesize_summary,
         )
         missing = [lab for lab in self.task.labels if lab not in v0.labels_covered()]
         if missing:
@@ -394,6 +368,43 @@ class Fitting:
             rd.write_json("lint.json", dict(v.lint or {}))
 
         return await self.run.stage("lint", produce, save=save, summary=_lint_summary)
+
+
+def _synthesized(syn: SynthesisResult, choice: dict[str, Any] | None) -> Synthesized:
+    """The synthesize stage's output from the kept synthesis: v0 (with the choice among
+    candidates in its notes, so it travels to prompt.md and the report), the clusters.json
+    record, the noise rules and the choice's record."""
+    c = syn.clustering
+    clusters = {
+        "algorithm": c.algorithm,
+        "eps": c.eps,
+        "min_samples": c.min_samples,
+        "auto_eps": c.auto,
+        "auto_eps_log": list(c.log),
+        "n_clusters": c.n_clusters,
+        "n_noise": len(syn.noise),
+        "clusters": syn.clusters,
+        "consolidation_failures": syn.failures,
+    }
+    v0 = syn.instructions
+    if choice is not None:
+        v0 = replace(v0, notes=(*v0.notes, f"synthesis: {choice['reason']}"))
+    return v0, clusters, syn.noise, choice
+
+
+def _synthesize_summary(v: Synthesized) -> dict[str, Any]:
+    choice = v[3]
+    return {
+        "instructions": len(v[0]),
+        "clusters": v[1]["n_clusters"],
+        "noise": v[1]["n_noise"],
+        "eps": v[1]["eps"],
+        **(
+            {}
+            if choice is None
+            else {"candidates": len(choice["candidates"]), "chosen": choice["chosen"]}
+        ),
+    }
 
 
 def _lint_summary(rb: Rulebook) -> dict[str, Any]:

@@ -343,20 +343,11 @@ async def synthesize_candidates(
     X") cluster by their wording, so global clusters mixed every label and the teacher merged
     them into instructions that only restated the task (bench/RESULTS.md, section 2)."""
     vectors = await embedder.embed([condition_text(r.rule) for r in rules])
-    if by_label:
-        clustering = _cluster_by_label(
-            rules, vectors, eps=eps, min_samples=min_samples, algorithm=algorithm, auto_eps=auto_eps
-        )
-    else:
-        clustering = cluster_rules(
-            vectors, eps=eps, min_samples=min_samples, algorithm=algorithm, auto_eps=auto_eps
-        )
-    groups: dict[int, list[int]] = {}
-    for i, c in enumerate(clustering.assignments):
-        groups.setdefault(c, []).append(i)
-    cluster_ids = sorted((c for c in groups if c >= 0), key=lambda c: (-len(groups[c]), c))
-    noise_idx = groups.get(-1, [])
-    cluster_jobs: list[Job] = [(f"cluster-{c}", groups[c]) for c in cluster_ids]
+    clustering = _clustering(
+        rules, vectors, by_label, eps=eps, min_samples=min_samples, algorithm=algorithm,
+        auto_eps=auto_eps,
+    )  # fmt: skip
+    cluster_jobs, noise_idx = _cluster_jobs(clustering)
 
     async def one(k: int) -> SynthesisResult:
         # candidate 0 draws exactly as a single synthesis always has (recorded runs replay)
@@ -398,6 +389,35 @@ async def synthesize_candidates(
         return _assemble(rules, clustering, jobs + guard_jobs, merged + guarded, noise_idx)
 
     return list(await gather_all(one(k) for k in range(candidates)))
+
+
+def _clustering(
+    rules: Sequence[RawRule],
+    vectors: NDArray[np.float32],
+    by_label: bool,
+    *,
+    eps: float,
+    min_samples: int,
+    algorithm: str,
+    auto_eps: bool,
+) -> ClusteringResult:
+    """The rules' clusters: within each label's rules (``by_label``) or across all of them."""
+    if by_label:
+        return _cluster_by_label(
+            rules, vectors, eps=eps, min_samples=min_samples, algorithm=algorithm, auto_eps=auto_eps
+        )
+    return cluster_rules(
+        vectors, eps=eps, min_samples=min_samples, algorithm=algorithm, auto_eps=auto_eps
+    )
+
+
+def _cluster_jobs(clustering: ClusteringResult) -> tuple[list[Job], list[int]]:
+    """One consolidation job per cluster, largest first, and the indices of the noise rules."""
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(clustering.assignments):
+        groups.setdefault(c, []).append(i)
+    cluster_ids = sorted((c for c in groups if c >= 0), key=lambda c: (-len(groups[c]), c))
+    return [(f"cluster-{c}", groups[c]) for c in cluster_ids], groups.get(-1, [])
 
 
 def _coverage_jobs(
