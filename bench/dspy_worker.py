@@ -97,10 +97,148 @@ class TeacherCallBudget:
         return self.reached
 
 
+Compile = Callable[[Callable[[], None], list[dict[str, Any]]], tuple[Any, dict[str, Any]]]
+
+
+def usage_of(entries: list[dict[str, Any]], roles: dict[str, str]) -> Usage:
+    """Calls and tokens per role ("student", "teacher") in DSPy history entries. DSPy 3.4.1
+    does not always flag a disk-cache replay as a hit; a replay carries no usage, while every
+    call a server answers reports its prompt tokens, so that is what tells them apart."""
+    acc: Usage = {}
+    for e in entries:
+        role = roles.get(str(e["model"]), str(e["model"]).split("/")[-1])
+        a = acc.setdefault(
+            role, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        )
+        u = e.get("usage") or {}
+        if getattr(e.get("response"), "cache_hit", False) or not u.get("prompt_tokens"):
+            a["cache_hits"] += 1
+            continue
+        a["calls"] += 1
+        a["prompt_tokens"] += int(u.get("prompt_tokens") or 0)
+        a["completion_tokens"] += int(u.get("completion_tokens") or 0)
+    return acc
+
+
+class Worker:
+    """The worker's results file (OUT.json) and the accounting around every program it runs.
+
+    ``history`` is DSPy's global call history (every LM call of this process, in order), read
+    by offset: the calls between two offsets are what a step cost. The file is rewritten
+    atomically after every step, so a killed process loses at most the step it was in."""
+
+    def __init__(self, out_path: Path, history: list[dict[str, Any]], roles: dict[str, str]):
+        self.out_path, self.history, self.roles = out_path, history, roles
+        self.out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+        self.failed: list[str] = []
+        self.paused: list[str] = []
+
+    def usage(self, start: int) -> Usage:
+        return usage_of(self.history[start:], self.roles)
+
+    def save(self) -> None:
+        tmp = self.out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.out, indent=2) + "\n")
+        tmp.replace(self.out_path)
+
+    def run(self, program: Any, items: list[Any]) -> dict[str, Any]:
+        """Each item's label (None when DSPy cannot parse the reply: scored wrong by pld),
+        its latency and, on a failure, the student's own words from every adapter's attempt
+        (ChatAdapter, then DSPy's JSON fallback), so bench.peer can show what a lenient reader
+        would accept."""
+        start, t0 = len(self.history), time.perf_counter()
+        preds = []
+        for ex in items:
+            t, n0 = time.perf_counter(), len(self.history)
+            replies: list[str] = []
+            try:
+                label: str | None = str(program(**ex.inputs()).label)
+                err = ""
+            except Exception as e:  # a reply DSPy cannot parse: invalid, scored wrong
+                label, err = None, f"{type(e).__name__}: {str(e)[:200]}"
+                replies = [str((h.get("outputs") or [""])[0])[:400] for h in self.history[n0:]]
+            preds.append(
+                {
+                    "id": ex.id,
+                    "label": label,
+                    "error": err,
+                    "latency_s": time.perf_counter() - t,
+                    "replies": replies,
+                }
+            )
+        return {"preds": preds, "wall_s": time.perf_counter() - t0, "usage": self.usage(start)}
+
+    def optimize(
+        self, name: str, compile_fn: Compile, load: Callable[[Path], Any], test: list[Any]
+    ) -> None:
+        """Compile (or ``load`` the saved program), then score it on the test items.
+
+        Every compiling process is on record in ``<name>-attempts`` from its start, its usage
+        refreshed by ``checkpoint`` (GEPA calls it every iteration): a process that dies, even
+        killed, leaves its calls there, and they count toward the optimizer's cost (a rerun
+        takes them from the cache). The process that finishes moves its record into the
+        program's ``compile`` info. An optimizer that raises is recorded and the next one
+        still runs (the worker exits 1 at the end)."""
+        if name in self.out:
+            return
+        saved = self.out_path.with_name(f"{name}-program.json")
+        if saved.exists():
+            optimized = load(saved)
+            compile_info = json.loads(saved.with_suffix(".usage.json").read_text())
+        else:
+            compiled = self._compile(name, compile_fn)
+            if compiled is None:
+                return
+            optimized, compile_info = compiled
+            optimized.save(str(saved))
+            saved.with_suffix(".usage.json").write_text(json.dumps(compile_info, indent=2))
+        r = self.run(optimized, test)
+        r["compile"] = compile_info
+        r["instructions"] = optimized.signature.instructions
+        self.out[name] = r
+        self.save()
+        print(f"{name} done", flush=True)
+
+    def _compile(self, name: str, compile_fn: Compile) -> tuple[Any, dict[str, Any]] | None:
+        """One compiling process, on record from its start; None when it paused or failed."""
+        attempts: list[dict[str, Any]] = self.out.setdefault(f"{name}-attempts", [])
+        earlier = list(attempts)
+        start, t0 = len(self.history), time.perf_counter()
+        rec: dict[str, Any] = {"error": "the process ended during the compile (killed?)"}
+        attempts.append(rec)
+
+        def checkpoint() -> None:
+            rec.update(wall_s=time.perf_counter() - t0, usage=self.usage(start))
+            self.save()
+
+        checkpoint()
+        try:
+            optimized, extra = compile_fn(checkpoint, earlier)
+        except Paused as e:
+            rec["error"] = str(e)  # "paused by …": bench.tables reads the prefix
+            checkpoint()
+            print(f"{name} {e}; rerun to resume", file=sys.stderr, flush=True)
+            self.paused.append(name)
+            return None
+        except Exception as e:  # reported, not hidden: the optimizer's own failure
+            rec["error"] = f"{type(e).__name__}: {str(e)[:500]}"
+            checkpoint()
+            traceback.print_exc()
+            print(f"{name} FAILED (recorded; rerun to resume)", file=sys.stderr, flush=True)
+            self.failed.append(name)
+            return None
+        attempts.remove(rec)
+        info = {
+            "wall_s": time.perf_counter() - t0,
+            "usage": self.usage(start),
+            "earlier_attempts": attempts,
+            **extra,
+        }
+        return optimized, info
+
+
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    out_path = Path(sys.argv[2])
-    out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
 
     # DSPy fetches a model price list from the internet on first use; the machines running
     # the benchmark have no internet and the bundled copy is enough (prices are unused here).
@@ -111,7 +249,6 @@ def main() -> None:
     # DSPy keeps the last 10,000 calls only; GEPA alone can make more, and the counts below
     # are read from this history, so it must keep every call of the run.
     base_lm.MAX_HISTORY_SIZE = 10**9
-    history = base_lm.GLOBAL_HISTORY
 
     dspy.configure_cache(
         enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=spec["cache_dir"]
@@ -125,8 +262,12 @@ def main() -> None:
         num_retries=3,
     )
     teacher = teacher_lm(dspy, spec)
-    roles = {student.model: "student", teacher.model: "teacher"}
     dspy.configure(lm=student, adapter=dspy.ChatAdapter())
+    w = Worker(
+        Path(sys.argv[2]),
+        base_lm.GLOBAL_HISTORY,
+        {student.model: "student", teacher.model: "teacher"},
+    )
 
     label_type = Literal[tuple(spec["labels"])]  # type: ignore[valid-type]
     fields: dict[str, Any] = {f: (str, dspy.InputField()) for f in spec["input_fields"]}
@@ -141,130 +282,39 @@ def main() -> None:
             for r in rows
         ]
 
+    def load(saved: Path) -> Any:
+        program = dspy.Predict(signature)
+        program.load(str(saved))
+        return program
+
     train, val, test = (examples(spec[k]) for k in ("train", "val", "test"))
-
-    def usage(start: int) -> Usage:
-        acc: Usage = {}
-        for e in history[start:]:
-            role = roles.get(str(e["model"]), str(e["model"]).split("/")[-1])
-            a = acc.setdefault(
-                role, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0}
-            )
-            u = e.get("usage") or {}
-            # DSPy 3.4.1 does not always flag a disk-cache replay as a hit; a replay carries
-            # no usage, while every call a server answers reports its prompt tokens.
-            if getattr(e["response"], "cache_hit", False) or not u.get("prompt_tokens"):
-                a["cache_hits"] += 1
-                continue
-            a["calls"] += 1
-            a["prompt_tokens"] += int(u.get("prompt_tokens") or 0)
-            a["completion_tokens"] += int(u.get("completion_tokens") or 0)
-        return acc
-
-    def run(program: Any, items: list[Any]) -> dict[str, Any]:
-        start, t0 = len(history), time.perf_counter()
-        preds = []
-        for ex in items:
-            t, n0 = time.perf_counter(), len(history)
-            replies: list[str] = []
-            try:
-                label: str | None = str(program(**ex.inputs()).label)
-                err = ""
-            except Exception as e:  # a reply DSPy cannot parse: invalid, scored wrong
-                label, err = None, f"{type(e).__name__}: {str(e)[:200]}"
-                # the student's own words, every adapter's attempt (ChatAdapter, then DSPy's
-                # JSON fallback), so bench.peer can show what a lenient reader would accept
-                replies = [str((h.get("outputs") or [""])[0])[:400] for h in history[n0:]]
-            preds.append(
-                {
-                    "id": ex.id,
-                    "label": label,
-                    "error": err,
-                    "latency_s": time.perf_counter() - t,
-                    "replies": replies,
-                }
-            )
-        return {"preds": preds, "wall_s": time.perf_counter() - t0, "usage": usage(start)}
-
-    def save() -> None:
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(out_path)
-
-    failed: list[str] = []
-    paused: list[str] = []
-    Compile = Callable[[Callable[[], None], list[dict[str, Any]]], tuple[Any, dict[str, Any]]]
-
-    def optimize(name: str, compile_fn: Compile) -> None:
-        """Compile (or load the saved program), then score it on the test items.
-
-        Every compiling process is on record in ``<name>-attempts`` from its start, its usage
-        refreshed by ``checkpoint`` (GEPA calls it every iteration): a process that dies, even
-        killed, leaves its calls there, and they count toward the optimizer's cost (a rerun
-        takes them from the cache). The process that finishes moves its record into the
-        program's ``compile`` info. An optimizer that raises is recorded and the next one
-        still runs (the worker exits 1 at the end)."""
-        if name in out:
-            return
-        attempts: list[dict[str, Any]] = out.setdefault(f"{name}-attempts", [])
-        saved = out_path.with_name(f"{name}-program.json")
-        compile_info: dict[str, Any]
-        if saved.exists():
-            optimized = dspy.Predict(signature)
-            optimized.load(str(saved))
-            compile_info = json.loads(saved.with_suffix(".usage.json").read_text())
-        else:
-            earlier = list(attempts)
-            start, t0 = len(history), time.perf_counter()
-            rec: dict[str, Any] = {"error": "the process ended during the compile (killed?)"}
-            attempts.append(rec)
-
-            def checkpoint() -> None:
-                rec.update(wall_s=time.perf_counter() - t0, usage=usage(start))
-                save()
-
-            checkpoint()
-            try:
-                optimized, extra = compile_fn(checkpoint, earlier)
-            except Paused as e:
-                rec["error"] = str(e)  # "paused by …": bench.tables reads the prefix
-                checkpoint()
-                print(f"{name} {e}; rerun to resume", file=sys.stderr, flush=True)
-                paused.append(name)
-                return
-            except Exception as e:  # reported, not hidden: the optimizer's own failure
-                rec["error"] = f"{type(e).__name__}: {str(e)[:500]}"
-                checkpoint()
-                traceback.print_exc()
-                print(f"{name} FAILED (recorded; rerun to resume)", file=sys.stderr, flush=True)
-                failed.append(name)
-                return
-            attempts.remove(rec)
-            compile_info = {
-                "wall_s": time.perf_counter() - t0,
-                "usage": usage(start),
-                "earlier_attempts": attempts,
-                **extra,
-            }
-            optimized.save(str(saved))
-            saved.with_suffix(".usage.json").write_text(json.dumps(compile_info, indent=2))
-        r = run(optimized, test)
-        r["compile"] = compile_info
-        r["instructions"] = optimized.signature.instructions
-        out[name] = r
-        save()
-        print(f"{name} done", flush=True)
-
     # Which systems this process runs (bench.peer --arms, written into every spec it makes);
-    # finished ones stay in ``out``.
+    # finished ones stay in the results file.
     arms = spec["arms"]
     zero = dspy.Predict(signature)
-    if "predict" in arms and "dspy-predict" not in out:
-        out["dspy-predict"] = run(zero, test)
-        save()
+    if "predict" in arms and "dspy-predict" not in w.out:
+        w.out["dspy-predict"] = w.run(zero, test)
+        w.save()
         print("dspy-predict done", flush=True)
+    if "miprov2" in arms:
+        compile_mipro = miprov2_compiler(dspy, zero, teacher, student, train, val, spec["seed"])
+        w.optimize("dspy-miprov2", compile_mipro, load, test)
+    g = spec.get("gepa")
+    if g is not None and "gepa" in arms:
+        compile_gepa = gepa_compiler(dspy, g, zero, teacher, train, val, w.usage, spec)
+        w.optimize("dspy-gepa", compile_gepa, load, test)
+    if w.failed:
+        raise SystemExit(f"{', '.join(w.failed)} failed; see above (a rerun resumes)")
+    if w.paused:
+        raise SystemExit(PAUSED_EXIT)
 
-    def miprov2(_checkpoint: Any, _earlier: Any) -> tuple[Any, dict[str, Any]]:
+
+def miprov2_compiler(
+    dspy: Any, zero: Any, teacher: Any, student: Any, train: list[Any], val: list[Any], seed: int
+) -> Compile:
+    """MIPROv2 ``auto="light"``, the teacher proposing instructions for the student."""
+
+    def compile_miprov2(_checkpoint: Any, _earlier: Any) -> tuple[Any, dict[str, Any]]:
         opt = dspy.MIPROv2(
             metric=lambda ex, pred, trace=None: str(pred.label) == ex.label,
             prompt_model=teacher,
@@ -274,7 +324,7 @@ def main() -> None:
             max_bootstrapped_demos=0,
             max_labeled_demos=0,
             num_threads=1,
-            seed=spec["seed"],
+            seed=seed,
             # DSPy stops an optimizer after 10 replies it cannot parse (dspy.settings.max_errors);
             # a student that breaks the field frame (the coder model writes "= unrelated" on
             # the stereotype scheme) would end MIPROv2 in its bootstrap. Unparsed replies still
@@ -283,15 +333,7 @@ def main() -> None:
         )
         return opt.compile(zero.deepcopy(), trainset=train, valset=val), {}
 
-    if "miprov2" in arms:
-        optimize("dspy-miprov2", miprov2)
-    g = spec.get("gepa")
-    if g is not None and "gepa" in arms:
-        optimize("dspy-gepa", gepa_compiler(dspy, g, zero, teacher, train, val, usage, spec))
-    if failed:
-        raise SystemExit(f"{', '.join(failed)} failed; see above (a rerun resumes)")
-    if paused:
-        raise SystemExit(PAUSED_EXIT)
+    return compile_miprov2
 
 
 def gepa_compiler(
@@ -303,7 +345,7 @@ def gepa_compiler(
     val: list[Any],
     usage: Callable[[int], Usage],
     spec: dict[str, Any],
-) -> Callable[[Callable[[], None], list[dict[str, Any]]], tuple[Any, dict[str, Any]]]:
+) -> Compile:
     """GEPA over the zero-shot program's instruction, the teacher reflecting on training
     minibatches (validation items track its Pareto front); stopped by ``TeacherCallBudget``.
     ``log_dir`` keeps GEPA's checkpoint, so a rerun resumes the search where it stopped;

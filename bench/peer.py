@@ -588,6 +588,42 @@ def recorded_predictions(
     return [Prediction(i, lab, "", None, 0.0, 0, 0, 0, False, gold[i]) for i, lab in pred.items()]
 
 
+def run_frontier_worker(
+    a: argparse.Namespace,
+    task: Task,
+    seed: int,
+    parts: dict[str, list[Example]],
+    budget: int,
+    work: Path,
+    teacher_dir: Path,
+) -> tuple[int, float]:
+    """The DSPy worker, with the llama.cpp student (its log: ``work/log.txt``) and the frontier
+    teacher's answer endpoint (``teacher_dir``) up for as long as it runs: its exit code and
+    wall time."""
+    py = dspy_python()  # before the server: a missing DSPy environment fails fast
+    server, url = start_server(fetch(a.model), work / "log.txt")
+    try:
+        with TeacherEndpoint(teacher_dir) as ep:
+            print(f"frontier teacher for DSPy: answer files in {teacher_dir}/pending", flush=True)
+            teacher = {
+                "model": f"openai/{FRONTIER}",
+                "base_url": ep.base_url,
+                "num_retries": 0,
+                "timeout_s": FRONTIER_TIMEOUT_S,
+                "max_tokens": a.teacher_max_tokens,
+            }
+            gepa = {
+                "teacher_calls": budget,
+                "max_metric_calls": a.gepa_max_metric_calls,
+                "log_dir": str(work / "gepa"),
+            }
+            spec_path = write_spec(work, task, seed, parts, url, teacher, gepa, a.arms)
+            return run_worker(py, spec_path, work / "raw.json")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def frontier_main(a: argparse.Namespace) -> None:
     qdir = RESULTS / "quality" / f"{a.dataset}-frontier"
     qres_path = qdir / "results.json"
@@ -618,31 +654,10 @@ def frontier_main(a: argparse.Namespace) -> None:
     kept, lost = carried_over(prev, json.loads(raw_path.read_text()) if raw_path.exists() else {})
     for m in kept:
         print(f"{m}: kept as scored in {prev_path.name} (not in {raw_path.name})", flush=True)
-    py = dspy_python()
     log = work / "log.txt"
-    server, url = start_server(fetch(a.model), log)
-    try:
-        with TeacherEndpoint(teacher_dir) as ep:
-            print(f"frontier teacher for DSPy: answer files in {teacher_dir}/pending", flush=True)
-            teacher = {
-                "model": f"openai/{FRONTIER}",
-                "base_url": ep.base_url,
-                "num_retries": 0,
-                "timeout_s": FRONTIER_TIMEOUT_S,
-                "max_tokens": a.teacher_max_tokens,
-            }
-            gepa = {
-                "teacher_calls": budget,
-                "max_metric_calls": a.gepa_max_metric_calls,
-                "log_dir": str(work / "gepa"),
-            }
-            # the optimizers get train and val; test goes to the worker for the student only
-            parts = {"train": train, "val": val, "test": test}
-            spec_path = write_spec(work, task, q["seed"], parts, url, teacher, gepa, a.arms)
-            rc, wall = run_worker(py, spec_path, raw_path)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    # the optimizers get train and val; test goes to the worker for the student only
+    parts = {"train": train, "val": val, "test": test}
+    rc, wall = run_frontier_worker(a, task, q["seed"], parts, budget, work, teacher_dir)
     transcript = check_no_test_items(
         teacher_dir, item_texts(task, test), item_texts(task, [*train, *val])
     )

@@ -299,6 +299,20 @@ class _TeacherPhases(Distiller):
         raise _TeacherPhasesDone
 
 
+def distill_record(d: Distiller, wall_s: float) -> dict[str, Any]:
+    """What a fit cost and produced, as results.json keeps it per student."""
+    return {
+        "wall_s_this_process": wall_s,
+        "usage_by_role": d.usage_["by_role"],
+        "usage_by_phase": d.usage_["by_phase"],
+        "rules": len(d.rules_),
+        "extraction_failures": len(d.extraction_failures_),
+        "instructions_v0": len(d.instructions_v0_),
+        "instructions": len(d.instructions_),
+        "rounds": d.rounds_,
+    }
+
+
 @dataclass
 class Bench:
     """One dataset's quality run; every method's result is saved as soon as it exists."""
@@ -380,16 +394,7 @@ class Bench:
         except _TeacherPhasesDone:
             print(f"{student}: extraction and synthesis recorded in {run}", flush=True)
             return
-        st["distill"] = {
-            "wall_s_this_process": time.perf_counter() - t0,
-            "usage_by_role": d.usage_["by_role"],
-            "usage_by_phase": d.usage_["by_phase"],
-            "rules": len(d.rules_),
-            "extraction_failures": len(d.extraction_failures_),
-            "instructions_v0": len(d.instructions_v0_),
-            "instructions": len(d.instructions_),
-            "rounds": d.rounds_,
-        }
+        st["distill"] = distill_record(d, time.perf_counter() - t0)
         rb = Rulebook.load(run)
         if "pld" not in st["methods"]:
             self.method(st, "pld", s_spec, student, "pld", rb.prompt, calibrate=rb.calibrate)

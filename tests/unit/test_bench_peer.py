@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.dspy_worker import Paused, TeacherCallBudget, feedback
+from bench.dspy_worker import Paused, TeacherCallBudget, Worker, feedback, usage_of
 from bench.peer import (
     carried_over,
     check_frontier_run,
@@ -60,6 +60,110 @@ def test_a_pause_file_pauses_the_search_with_its_calls_on_record(tmp_path: Path)
     assert checks == [1, 2]  # usage was recorded before the pause
     calls[0] = 5
     assert budget(None) is True  # a search that reached its budget finishes, paused or not
+
+
+def _call(model: str, prompt_tokens: int = 0, out: str = "") -> dict[str, Any]:
+    """One DSPy history entry as the worker reads it (no usage: a cache replay)."""
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 2} if prompt_tokens else {}
+    return {"model": model, "usage": usage, "response": None, "outputs": [out]}
+
+
+def test_usage_tells_calls_from_cache_replays_per_role() -> None:
+    entries = [_call("openai/student", 100), _call("openai/student"), _call("openai/frontier", 50)]
+    roles = {"openai/student": "student", "openai/frontier": "teacher"}
+    assert usage_of(entries, roles) == {
+        "student": {"calls": 1, "cache_hits": 1, "prompt_tokens": 100, "completion_tokens": 2},
+        "teacher": {"calls": 1, "cache_hits": 0, "prompt_tokens": 50, "completion_tokens": 2},
+    }
+
+
+class _Item:
+    def __init__(self, id: str, text: str) -> None:
+        self.id, self.text = id, text
+
+    def inputs(self) -> dict[str, str]:
+        return {"text": self.text}
+
+
+class _Program:
+    """A compiled program: labels an item by its text, and cannot parse "??"."""
+
+    def __init__(self, history: list[dict[str, Any]], instructions: str) -> None:
+        self.history, self.saved_to = history, ""
+        self.signature = type("Sig", (), {"instructions": instructions})()
+
+    def __call__(self, text: str) -> Any:
+        self.history.append(_call("openai/student", 10, out=f"label: {text}"))
+        if text == "??":
+            raise ValueError("no label field")
+        return type("Pred", (), {"label": text})()
+
+    def save(self, path: str) -> None:
+        self.saved_to = path
+        Path(path).write_text("{}")
+
+
+def test_a_paused_search_stays_on_record_and_its_calls_count_when_it_finishes(
+    tmp_path: Path,
+) -> None:
+    history: list[dict[str, Any]] = []
+    roles = {"openai/student": "student", "openai/frontier": "teacher"}
+    out, test = tmp_path / "raw.json", [_Item("a", "race"), _Item("b", "??")]
+
+    def pausing(checkpoint: Any, earlier: list[dict[str, Any]]) -> Any:
+        assert earlier == []
+        history.extend([_call("openai/frontier", 50), _call("openai/student", 10)])
+        checkpoint()
+        raise Paused("paused by PAUSE at 1 of 5 teacher calls")
+
+    w = Worker(out, history, roles)
+    w.optimize("dspy-gepa", pausing, lambda p: None, test)
+    assert w.paused == ["dspy-gepa"] and w.failed == [] and "dspy-gepa" not in w.out
+    (rec,) = json.loads(out.read_text())["dspy-gepa-attempts"]  # on disk, not only in memory
+    assert rec["error"].startswith("paused by") and rec["usage"]["teacher"]["calls"] == 1
+
+    # the resumed process (a new Worker on the same file) sees the paused sitting as earlier
+    history2: list[dict[str, Any]] = []
+    program = _Program(history2, "Decide the label.")
+
+    def finishing(checkpoint: Any, earlier: list[dict[str, Any]]) -> Any:
+        assert [a["usage"]["teacher"]["calls"] for a in earlier] == [1]
+        history2.append(_call("openai/frontier", 60))
+        return program, {"stopped_by": "teacher-call budget"}
+
+    w2 = Worker(out, history2, roles)
+    w2.optimize("dspy-gepa", finishing, lambda p: None, test)
+    done = json.loads(out.read_text())
+    info = done["dspy-gepa"]["compile"]
+    assert info["usage"]["teacher"]["calls"] == 1 and info["stopped_by"] == "teacher-call budget"
+    assert [a["error"][:9] for a in info["earlier_attempts"]] == ["paused by"]
+    assert done["dspy-gepa-attempts"] == info["earlier_attempts"]  # the finished one moved out
+    assert program.saved_to.endswith("dspy-gepa-program.json")
+    preds = done["dspy-gepa"]["preds"]
+    assert [(p["id"], p["label"]) for p in preds] == [("a", "race"), ("b", None)]
+    assert preds[1]["error"].startswith("ValueError") and preds[1]["replies"] == ["label: ??"]
+    assert done["dspy-gepa"]["usage"]["student"]["calls"] == 2  # the test pass, not the search
+    assert done["dspy-gepa"]["instructions"] == "Decide the label."
+
+    # a third run loads the saved program instead of compiling again, and skips a finished arm
+    w3 = Worker(out, [], roles)
+    w3.optimize("dspy-gepa", pausing, lambda p: pytest.fail("finished: nothing to load"), test)
+    del w3.out["dspy-gepa"]
+    loaded = _Program([], "Decide the label.")
+    w3.optimize("dspy-gepa", pausing, lambda p: loaded, test)
+    assert w3.out["dspy-gepa"]["compile"] == info
+
+
+def test_a_failed_optimizer_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    w = Worker(tmp_path / "raw.json", [], {})
+
+    def broken(checkpoint: Any, earlier: Any) -> Any:
+        raise RuntimeError("teacher endpoint gone")
+
+    w.optimize("dspy-miprov2", broken, lambda p: None, [])
+    assert w.failed == ["dspy-miprov2"] and w.paused == []
+    (rec,) = w.out["dspy-miprov2-attempts"]
+    assert rec["error"] == "RuntimeError: teacher endpoint gone" and "wall_s" in rec
 
 
 def _request(root: Path, name: str, content: Any) -> None:
