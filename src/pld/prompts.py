@@ -71,6 +71,13 @@ def label_block(labels: Sequence[str], descriptions: Mapping[str, str]) -> str:
     )
 
 
+# The schemas' string ``maxLength``s are size guidance for the teacher, not checks: a local
+# llama.cpp teacher's grammar enforces them, most API structured-output modes do not, and pld
+# accepts a reply that runs over (a recorded frontier merge had 717 characters for 700). The
+# hard bound on what reaches the student is each call's ``max_tokens`` (``*_max_tokens`` in
+# DistillConfig), which every API enforces; rejecting a few characters over would spend a
+# teacher call to shorten an instruction the student reads fine, and would make recorded
+# transcripts unreplayable.
 EXTRACT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
