@@ -192,6 +192,9 @@ class Worker:
             optimized, compile_info = compiled
             optimized.save(str(saved))
             saved.with_suffix(".usage.json").write_text(json.dumps(compile_info, indent=2))
+            # off the attempts on disk before the test pass: a process killed during that
+            # pass must not leave this finished compile there too (its calls counted twice)
+            self.save()
         r = self.run(optimized, test)
         r["compile"] = compile_info
         r["instructions"] = optimized.signature.instructions

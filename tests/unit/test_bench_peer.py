@@ -104,7 +104,7 @@ class _Program:
 
 
 def test_a_paused_search_stays_on_record_and_its_calls_count_when_it_finishes(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     history: list[dict[str, Any]] = []
     roles = {"openai/student": "student", "openai/frontier": "teacher"}
@@ -131,8 +131,19 @@ def test_a_paused_search_stays_on_record_and_its_calls_count_when_it_finishes(
         history2.append(_call("openai/frontier", 60))
         return program, {"stopped_by": "teacher-call budget"}
 
+    def killed_in_the_test_pass(_program: Any, _items: Any) -> Any:
+        raise KeyboardInterrupt
+
     w2 = Worker(out, history2, roles)
-    w2.optimize("dspy-gepa", finishing, lambda p: None, test)
+    monkeypatch.setattr(w2, "run", killed_in_the_test_pass)
+    with pytest.raises(KeyboardInterrupt):
+        w2.optimize("dspy-gepa", finishing, lambda p: None, test)
+    # the finished compile is off the attempts on disk: its calls are counted once
+    assert [a["error"][:9] for a in json.loads(out.read_text())["dspy-gepa-attempts"]] == [
+        "paused by"
+    ]
+    w2 = Worker(out, history2, roles)
+    w2.optimize("dspy-gepa", finishing, lambda p: program, test)  # loads; compiles nothing
     done = json.loads(out.read_text())
     info = done["dspy-gepa"]["compile"]
     assert info["usage"]["teacher"]["calls"] == 1 and info["stopped_by"] == "teacher-call budget"
