@@ -7,7 +7,8 @@ and token counts for pld to score with its own metrics.
     .venv-dspy/bin/python bench/dspy_worker.py SPEC.json OUT.json
 
 Arms: ``dspy.Predict`` zero-shot; MIPROv2 ``auto="light"`` writing instructions with the
-teacher as ``prompt_model``; and, when the spec has a ``gepa`` section, GEPA with the teacher
+teacher as ``prompt_model``; the same at pld's teacher budget (``miprov2_budget`` in the spec:
+candidates and trials); and, when the spec has a ``gepa`` section, GEPA with the teacher
 as ``reflection_lm``, stopped by a budget in teacher calls (``TeacherCallBudget``). Both
 optimizers write instructions only (no demonstrations: the zero-shot form PLD produces) and
 see the training and validation items only; the test items go to the student alone.
@@ -302,6 +303,10 @@ def main() -> None:
     if "miprov2" in arms:
         compile_mipro = miprov2_compiler(dspy, zero, teacher, student, train, val, spec["seed"])
         w.optimize("dspy-miprov2", compile_mipro, load, test)
+    b = spec.get("miprov2_budget")
+    if b is not None and "miprov2-budget" in arms:
+        compile_b = miprov2_compiler(dspy, zero, teacher, student, train, val, spec["seed"], b)
+        w.optimize("dspy-miprov2-budget", compile_b, load, test)
     g = spec.get("gepa")
     if g is not None and "gepa" in arms:
         compile_gepa = gepa_compiler(dspy, g, zero, teacher, train, val, w.usage, spec)
@@ -313,16 +318,34 @@ def main() -> None:
 
 
 def miprov2_compiler(
-    dspy: Any, zero: Any, teacher: Any, student: Any, train: list[Any], val: list[Any], seed: int
+    dspy: Any,
+    zero: Any,
+    teacher: Any,
+    student: Any,
+    train: list[Any],
+    val: list[Any],
+    seed: int,
+    budget: dict[str, Any] | None = None,
 ) -> Compile:
-    """MIPROv2 ``auto="light"``, the teacher proposing instructions for the student."""
+    """MIPROv2, the teacher proposing instructions for the student: ``auto="light"``, or, with
+    ``budget`` (bench.peer's ``mipro_at_budget``), as many candidates and trials as it says.
+    MIPROv2 has no checkpoint; a rerun replays every finished call from DSPy's cache."""
+    sizes: dict[str, Any] = (
+        {"auto": None, "num_candidates": budget["num_candidates"]} if budget else {"auto": "light"}
+    )
+    trials: dict[str, Any] = {}
+    if budget:
+        from dspy.teleprompt.mipro_optimizer_v2 import MIN_MINIBATCH_SIZE
+
+        # minibatches exactly when an ``auto`` run would use them
+        trials = {"num_trials": budget["num_trials"], "minibatch": len(val) > MIN_MINIBATCH_SIZE}
 
     def compile_miprov2(_checkpoint: Any, _earlier: Any) -> tuple[Any, dict[str, Any]]:
         opt = dspy.MIPROv2(
             metric=lambda ex, pred, trace=None: str(pred.label) == ex.label,
             prompt_model=teacher,
             task_model=student,
-            auto="light",
+            **sizes,
             # Instructions only, no demonstrations: the same zero-shot form PLD produces.
             max_bootstrapped_demos=0,
             max_labeled_demos=0,
@@ -334,7 +357,8 @@ def miprov2_compiler(
             # score 0; the search just goes on, as GEPA's does.
             max_errors=len(train) + len(val),
         )
-        return opt.compile(zero.deepcopy(), trainset=train, valset=val), {}
+        program = opt.compile(zero.deepcopy(), trainset=train, valset=val, **trials)
+        return program, dict(budget or {})
 
     return compile_miprov2
 

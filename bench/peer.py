@@ -22,14 +22,17 @@ Frontier teacher (``bench/results/quality/<dataset>-frontier/``, after
 ``python -m bench.quality --dataset <dataset> --teacher frontier --students qwen-1.5b``):
 
     python -m bench.peer --dataset stereoset-domain --teacher frontier [--gepa-budget 126] \
-        [--arms predict,miprov2,gepa]
+        [--arms predict,miprov2,gepa,miprov2-budget]
 
 DSPy's optimizers get the same frontier teacher as pld: a ``bench.teacher_endpoint`` on
 ``<dataset>-frontier/dspy-teacher/`` (a transcript of its own; answer the files that appear in
 its ``pending/``), used as MIPROv2's ``prompt_model`` and GEPA's ``reflection_lm``; the
 student stays the llama.cpp server. GEPA writes instructions only and stops after
 ``--gepa-budget`` teacher calls (default: as many as pld's teacher answered, i.e. at least
-pld's budget; ``--gepa-max-metric-calls`` caps its student rollouts). pld is not distilled
+pld's budget; ``--gepa-max-metric-calls`` caps its student rollouts). MIPROv2 runs twice:
+``miprov2`` is its ``auto="light"`` preset (6 instruction candidates, ~28 teacher calls), and
+``miprov2-budget`` spends the same budget on instruction candidates (``mipro_at_budget``),
+with the trials DSPy recommends for that many. pld is not distilled
 again: its arm is the frontier run's own rulebook (``run-<model>``) and its recorded ``pld``
 answers, with its teacher cost from that run's transcript and usage — a "fresh pld from an
 empty cache" arm would only replay the recorded teacher. Every system (and the run's
@@ -52,6 +55,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import math
 import re
 import subprocess
 import sys
@@ -179,7 +183,9 @@ def pld_arm(
         return r
 
 
-ARMS = ("predict", "miprov2", "gepa")
+ARMS = ("predict", "miprov2", "gepa", "miprov2-budget")
+# The DSPy optimizers and the worker's name for each (its results and attempts keys).
+OPTIMIZERS = ("dspy-miprov2", "dspy-gepa", "dspy-miprov2-budget")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -229,7 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(a.arms) - set(ARMS))
     if unknown or not a.arms:
         ap.error(f"--arms takes names from {', '.join(ARMS)} (got {', '.join(unknown) or 'none'})")
-    if a.teacher != FRONTIER and a.arms != list(ARMS):
+    if a.teacher != FRONTIER and a.arms != list(ARMS):  # the default
         ap.error("--arms needs --teacher frontier (the local mode runs predict and miprov2)")
     if a.teacher != FRONTIER and a.gepa_budget is not None:
         ap.error("--gepa-budget needs --teacher frontier (GEPA runs in the frontier mode only)")
@@ -257,6 +263,7 @@ def write_spec(
     teacher: Mapping[str, Any],
     gepa: Mapping[str, Any] | None = None,
     arms: Sequence[str] = ARMS,
+    mipro_budget: Mapping[str, Any] | None = None,
 ) -> Path:
     """The worker's whole input; it quotes the dataset, so it is git-ignored."""
     spec_path = work / "spec.json"
@@ -276,6 +283,8 @@ def write_spec(
     }
     if gepa is not None:
         body["gepa"] = dict(gepa)
+    if mipro_budget is not None:
+        body["miprov2_budget"] = dict(mipro_budget)
     spec_path.write_text(json.dumps(body))
     return spec_path
 
@@ -291,9 +300,7 @@ def run_worker(py: Path, spec_path: Path, raw_path: Path) -> tuple[int, float]:
 def failed_attempts(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every optimizer attempt that died, tagged with its optimizer."""
     return [
-        {"optimizer": name, **att}
-        for name in ("dspy-miprov2", "dspy-gepa")
-        for att in raw.get(f"{name}-attempts", [])
+        {"optimizer": name, **att} for name in OPTIMIZERS for att in raw.get(f"{name}-attempts", [])
     ]
 
 
@@ -521,6 +528,24 @@ def gepa_budget(requested: int | None, pld_requests: int) -> int:
     return requested
 
 
+# MIPROv2's teacher calls in instruction-only mode (DSPy 3.4.1, measured on the three frontier
+# transcripts): ~10 fixed (dataset observations and their summary) and 3 per instruction
+# candidate (describe the program, describe the module, write the instruction).
+MIPRO_CALLS_PER_CANDIDATE = 3
+
+
+def mipro_at_budget(budget: int) -> dict[str, int]:
+    """MIPROv2 given pld's teacher budget (issue #13): ``auto="light"`` proposes 6 instructions
+    (~28 teacher calls) whatever the budget, and MIPROv2 has no stop condition in teacher
+    calls, so the budget goes into instruction candidates — enough that the per-candidate
+    calls alone reach it — and the trials are DSPy's own recommendation for that many
+    candidates (the figure its error message suggests: max(2·log2 N, 1.5·N) for one
+    predictor without demonstrations)."""
+    n = math.ceil(budget / MIPRO_CALLS_PER_CANDIDATE)
+    trials = int(max(2 * math.log2(n), 1.5 * n))
+    return {"teacher_call_budget": budget, "num_candidates": n, "num_trials": trials}
+
+
 def item_texts(task: Task, items: Iterable[Example]) -> list[str]:
     """What of an item a teacher request could quote: the rendered input and each input field
     (DSPy sends fields one by one, never pld's rendered template)."""
@@ -617,7 +642,8 @@ def run_frontier_worker(
                 "max_metric_calls": a.gepa_max_metric_calls,
                 "log_dir": str(work / "gepa"),
             }
-            spec_path = write_spec(work, task, seed, parts, url, teacher, gepa, a.arms)
+            mipro = mipro_at_budget(budget)
+            spec_path = write_spec(work, task, seed, parts, url, teacher, gepa, a.arms, mipro)
             return run_worker(py, spec_path, work / "raw.json")
     finally:
         server.terminate()

@@ -384,7 +384,17 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
         )
     out += [_attempt_line(att, d["methods"]) for att in d.get("failed_attempts", [])]
     out += [_lost_line(att) for att in d.get("lost_attempts", [])]
-    for m in ("dspy-miprov2", "dspy-gepa"):
+    mb = d["methods"].get("dspy-miprov2-budget", {}).get("compile")
+    if mb:
+        tu = mb["usage"].get("teacher", {})
+        out.append(
+            f"\nMIPROv2 at pld's budget: {mb['num_candidates']} instruction candidates and "
+            f"{mb['num_trials']} trials for a budget of {mb['teacher_call_budget']} teacher "
+            f"calls; it used {tu.get('calls', 0) + tu.get('cache_hits', 0)} teacher replies "
+            f"({tu.get('calls', 0)} new, {tu.get('cache_hits', 0)} replayed from DSPy's cache: "
+            "requests the `light` run had made already)."
+        )
+    for m in ("dspy-miprov2", "dspy-gepa", "dspy-miprov2-budget"):
         ins = d["methods"].get(m, {}).get("instructions")
         if ins:
             out.append(f"\n{m}'s instruction, verbatim: {json.dumps(ins)}")

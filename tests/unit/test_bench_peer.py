@@ -20,6 +20,7 @@ from bench.peer import (
     gepa_budget,
     item_texts,
     lenient_label,
+    mipro_at_budget,
     parse_args,
     quality_baselines,
     recorded_predictions,
@@ -251,6 +252,20 @@ def test_gepa_budget_is_at_least_plds() -> None:
         gepa_budget(100, 126)
 
 
+def test_mipro_at_budget_spends_at_least_plds_budget_on_candidates() -> None:
+    for budget in (1, 98, 126, 127, 300):
+        m = mipro_at_budget(budget)
+        # the per-candidate calls alone reach the budget, and not by a whole candidate more
+        assert m["num_candidates"] * 3 >= budget > (m["num_candidates"] - 1) * 3
+        assert m["teacher_call_budget"] == budget
+    assert mipro_at_budget(126) == {
+        "teacher_call_budget": 126,
+        "num_candidates": 42,
+        "num_trials": 63,
+    }
+    assert mipro_at_budget(1)["num_trials"] == 1  # DSPy's max(2·log2 N, 1.5·N) at N = 1
+
+
 def test_frontier_arguments() -> None:
     a = parse_args(["--teacher", "frontier"])
     assert a.teacher_max_tokens == 2000 and a.gepa_budget is None
@@ -261,7 +276,12 @@ def test_frontier_arguments() -> None:
 
 
 def test_arms_stage_a_frontier_run() -> None:
-    assert parse_args(["--teacher", "frontier"]).arms == ["predict", "miprov2", "gepa"]
+    assert parse_args(["--teacher", "frontier"]).arms == [
+        "predict",
+        "miprov2",
+        "gepa",
+        "miprov2-budget",
+    ]
     a = parse_args(["--teacher", "frontier", "--arms", "predict, miprov2"])
     assert a.arms == ["predict", "miprov2"]
     for bad in (
@@ -330,10 +350,23 @@ def test_frontier_table_renders_what_peer_writes() -> None:
         "candidates": 2,
     }
     preds = [{"id": e.id, "label": "a", "error": "", "latency_s": 0.1} for e in test]
+    mb_usage = {
+        "teacher": {"calls": 100, "cache_hits": 28, "prompt_tokens": 9, "completion_tokens": 9}
+    }
+    mb_info = {
+        "wall_s": 5.0,
+        "usage": mb_usage,
+        "earlier_attempts": [],
+        "teacher_call_budget": 126,
+        "num_candidates": 42,
+        "num_trials": 63,
+    }
     raw = {
         "dspy-gepa": {"preds": preds, "wall_s": 1.0, "usage": {}, "compile": compile_info,
                       "instructions": "Answer a."},
         "dspy-gepa-attempts": [],
+        "dspy-miprov2-budget": {"preds": preds, "wall_s": 1.0, "usage": {}, "compile": mb_info,
+                                "instructions": "Label a."},
     }  # fmt: skip
     methods = dspy_methods(raw, task, test, {"pld": qres["students"]["s"]["methods"]["pld"]
                                              ["_correct"]}, pld_preds)  # fmt: skip
@@ -363,6 +396,12 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     assert "GEPA stopped by its teacher-call budget after 3 teacher calls (budget 3)" in text
     assert "0 quoting a test item; pld's: 126" in text
     assert 'dspy-gepa\'s instruction, verbatim: "Answer a."' in text
+    assert "| dspy-miprov2-budget | 6 |" in text and "| 100 | 9 + 9 |" in text
+    assert (
+        "42 instruction candidates and 63 trials for a budget of 126 teacher calls; it used "
+        "128 teacher replies (100 new, 28 replayed" in text
+    )
+    assert 'dspy-miprov2-budget\'s instruction, verbatim: "Label a."' in text
     # per class: pld and GEPA (which answered "a" on all six items; pld was right on all)
     gepa_f1 = " | ".join(
         f"{methods['dspy-gepa']['per_class'][lab]['f1']:.2f}" for lab in task.labels
