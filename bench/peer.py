@@ -211,8 +211,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--gepa-budget",
         type=int,
-        help="frontier only: GEPA stops after this many teacher calls (default and minimum: "
-        "the teacher requests pld's frontier run used)",
+        help="frontier only: GEPA stops after this many teacher calls, and the miprov2-budget "
+        "arm sizes its candidates to it (default and minimum: the teacher requests pld's "
+        "frontier run used)",
     )
     ap.add_argument(
         "--gepa-max-metric-calls",
