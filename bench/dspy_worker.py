@@ -303,14 +303,15 @@ def main() -> None:
     if "miprov2" in arms:
         compile_mipro = miprov2_compiler(dspy, zero, teacher, student, train, val, spec["seed"])
         w.optimize("dspy-miprov2", compile_mipro, load, test)
-    b = spec.get("miprov2_budget")
-    if b is not None and "miprov2-budget" in arms:
-        compile_b = miprov2_compiler(dspy, zero, teacher, student, train, val, spec["seed"], b)
-        w.optimize("dspy-miprov2-budget", compile_b, load, test)
     g = spec.get("gepa")
     if g is not None and "gepa" in arms:
         compile_gepa = gepa_compiler(dspy, g, zero, teacher, train, val, w.usage, spec)
         w.optimize("dspy-gepa", compile_gepa, load, test)
+    b = spec.get("miprov2_budget")
+    # a paused search means "stop this sitting": the next arm waits for the rerun
+    if b is not None and "miprov2-budget" in arms and not w.paused:
+        compile_b = miprov2_compiler(dspy, zero, teacher, student, train, val, spec["seed"], b)
+        w.optimize("dspy-miprov2-budget", compile_b, load, test)
     if w.failed:
         raise SystemExit(f"{', '.join(w.failed)} failed; see above (a rerun resumes)")
     if w.paused:
