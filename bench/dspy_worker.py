@@ -36,6 +36,8 @@ Usage = dict[str, dict[str, int]]
 
 # The worker's exit code when a search was paused (not failed): bench.peer reports it as such.
 PAUSED_EXIT = 3
+# The optimizers' names in the results file (each also has ``<name>-attempts``), in run order.
+OPTIMIZERS = ("dspy-miprov2", "dspy-gepa", "dspy-miprov2-budget")
 
 
 class Paused(Exception):
@@ -128,7 +130,9 @@ class Worker:
     by offset: the calls between two offsets are what a step cost. The file is rewritten
     atomically after every step, so a killed process loses at most the step it was in."""
 
-    def __init__(self, out_path: Path, history: list[dict[str, Any]], roles: dict[str, str]):
+    def __init__(
+        self, out_path: Path, history: list[dict[str, Any]], roles: dict[str, str]
+    ) -> None:
         self.out_path, self.history, self.roles = out_path, history, roles
         self.out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
         self.failed: list[str] = []
@@ -331,13 +335,12 @@ def miprov2_compiler(
     """MIPROv2, the teacher proposing instructions for the student: ``auto="light"``, or, with
     ``budget`` (bench.peer's ``mipro_at_budget``), as many candidates and trials as it says.
     MIPROv2 has no checkpoint; a rerun replays every finished call from DSPy's cache."""
-    sizes: dict[str, Any] = (
-        {"auto": None, "num_candidates": budget["num_candidates"]} if budget else {"auto": "light"}
-    )
+    sizes: dict[str, Any] = {"auto": "light"}
     trials: dict[str, Any] = {}
     if budget:
         from dspy.teleprompt.mipro_optimizer_v2 import MIN_MINIBATCH_SIZE
 
+        sizes = {"auto": None, "num_candidates": budget["num_candidates"]}
         # minibatches exactly when an ``auto`` run would use them
         trials = {"num_trials": budget["num_trials"], "minibatch": len(val) > MIN_MINIBATCH_SIZE}
 

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, ROOT, machine, write_json
-from bench.dspy_worker import PAUSED_EXIT
+from bench.dspy_worker import OPTIMIZERS, PAUSED_EXIT
 from bench.models import fetch
 from bench.quality import FRONTIER, distill_config, load, score, spec
 from bench.teacher_endpoint import TeacherEndpoint, check_no_test_items, transcript_cost
@@ -184,8 +184,6 @@ def pld_arm(
 
 
 ARMS = ("predict", "miprov2", "gepa", "miprov2-budget")
-# The DSPy optimizers and the worker's name for each (its results and attempts keys).
-OPTIMIZERS = ("dspy-miprov2", "dspy-gepa", "dspy-miprov2-budget")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -236,7 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(a.arms) - set(ARMS))
     if unknown or not a.arms:
         ap.error(f"--arms takes names from {', '.join(ARMS)} (got {', '.join(unknown) or 'none'})")
-    if a.teacher != FRONTIER and a.arms != list(ARMS):  # the default
+    if a.teacher != FRONTIER and a.arms != list(ARMS):
         ap.error("--arms needs --teacher frontier (the local mode runs predict and miprov2)")
     if a.teacher != FRONTIER and a.gepa_budget is not None:
         ap.error("--gepa-budget needs --teacher frontier (GEPA runs in the frontier mode only)")

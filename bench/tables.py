@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from bench.common import RESULTS
+from bench.dspy_worker import OPTIMIZERS
 from bench.teacher_endpoint import replies_over_max_tokens
 from pld.evaluate import mcnemar_counts
 from pld.metrics import paired_bootstrap_diff, paired_text
@@ -392,9 +393,9 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
             f"{mb['num_trials']} trials for a budget of {mb['teacher_call_budget']} teacher "
             f"calls; it used {tu.get('calls', 0) + tu.get('cache_hits', 0)} teacher replies "
             f"({tu.get('calls', 0)} new, {tu.get('cache_hits', 0)} replayed from DSPy's cache: "
-            "requests the `light` run had made already)."
+            "requests made before, e.g. by the `light` run, with the same seed)."
         )
-    for m in ("dspy-miprov2", "dspy-gepa", "dspy-miprov2-budget"):
+    for m in OPTIMIZERS:
         ins = d["methods"].get(m, {}).get("instructions")
         if ins:
             out.append(f"\n{m}'s instruction, verbatim: {json.dumps(ins)}")
