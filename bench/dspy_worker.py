@@ -26,9 +26,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +103,35 @@ class TeacherCallBudget:
 
 
 Compile = Callable[[Callable[[], None], list[dict[str, Any]]], tuple[Any, dict[str, Any]]]
+
+
+class CheckpointEvery:
+    """A DSPy LM callback that records the compiling process's usage at most every ``seconds``,
+    after a model call. GEPA's stop check gives the worker a per-iteration hook; MIPROv2 has
+    none, so a MIPROv2 process killed mid-search (a sitting ending) used to leave ``usage: {}``
+    and its calls surfaced only as the finishing rerun's cache replays. Attached to the LM
+    instances, so it sees every call from any thread DSPy evaluates in."""
+
+    def __init__(
+        self,
+        checkpoint: Callable[[], None],
+        seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.checkpoint, self.seconds, self.clock = checkpoint, seconds, clock
+        self.last = clock()
+        self.lock = threading.Lock()
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """DSPy calls both ends of every callback it holds; only the end matters here."""
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        with self.lock:
+            now = self.clock()
+            if now - self.last < self.seconds:
+                return
+            self.last = now
+            self.checkpoint()
 
 
 def usage_of(entries: list[dict[str, Any]], roles: dict[str, str]) -> Usage:
@@ -212,7 +243,10 @@ class Worker:
         attempts: list[dict[str, Any]] = self.out.setdefault(f"{name}-attempts", [])
         earlier = list(attempts)
         start, t0 = len(self.history), time.perf_counter()
-        rec: dict[str, Any] = {"error": "the process ended during the compile (killed?)"}
+        rec: dict[str, Any] = {
+            "error": "the process ended during the compile (killed?)",
+            "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         attempts.append(rec)
 
         def checkpoint() -> None:
@@ -334,7 +368,8 @@ def miprov2_compiler(
 ) -> Compile:
     """MIPROv2, the teacher proposing instructions for the student: ``auto="light"``, or, with
     ``budget`` (bench.peer's ``mipro_at_budget``), as many candidates and trials as it says.
-    MIPROv2 has no checkpoint; a rerun replays every finished call from DSPy's cache."""
+    MIPROv2 has no checkpoint; a rerun replays every finished call from DSPy's cache, and
+    ``CheckpointEvery`` keeps a killed process's calls on record meanwhile."""
     sizes: dict[str, Any] = {"auto": "light"}
     trials: dict[str, Any] = {}
     if budget:
@@ -344,7 +379,7 @@ def miprov2_compiler(
         # minibatches exactly when an ``auto`` run would use them
         trials = {"num_trials": budget["num_trials"], "minibatch": len(val) > MIN_MINIBATCH_SIZE}
 
-    def compile_miprov2(_checkpoint: Any, _earlier: Any) -> tuple[Any, dict[str, Any]]:
+    def compile_miprov2(checkpoint: Any, _earlier: Any) -> tuple[Any, dict[str, Any]]:
         opt = dspy.MIPROv2(
             metric=lambda ex, pred, trace=None: str(pred.label) == ex.label,
             prompt_model=teacher,
@@ -361,7 +396,14 @@ def miprov2_compiler(
             # score 0; the search just goes on, as GEPA's does.
             max_errors=len(train) + len(val),
         )
-        program = opt.compile(zero.deepcopy(), trainset=train, valset=val, **trials)
+        live = CheckpointEvery(checkpoint)
+        for lm in (teacher, student):
+            lm.callbacks.append(live)
+        try:
+            program = opt.compile(zero.deepcopy(), trainset=train, valset=val, **trials)
+        finally:
+            for lm in (teacher, student):
+                lm.callbacks.remove(live)
         return program, dict(budget or {})
 
     return compile_miprov2

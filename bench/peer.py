@@ -57,6 +57,7 @@ import fcntl
 import json
 import math
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -246,6 +247,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
+    # `kill` (SIGTERM, the default) would end this process without its `finally` blocks and
+    # leave the student server and the DSPy worker running, orphaned; as SystemExit it stops
+    # both (subprocess.run kills the worker on the way out).
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(128 + signal.SIGTERM))
     a = parse_args()
     if a.teacher == FRONTIER:
         frontier_main(a)

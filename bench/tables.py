@@ -363,10 +363,13 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
         )
     for m, r in d["methods"].items():
         tc, tp, tk, sc, wall = _build_cost(r)
+        # a killed process that left no usage: its share of each cost is missing, so say so
+        blind = any(not a.get("usage") for a in r.get("compile", {}).get("earlier_attempts", []))
+        more = " + unrecorded" if blind else ""
         out.append(
             f"| {m} | {r['n']} | {_scores(r)} | "
-            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r, pld, gold)} | {tc} | "
-            f"{tp} + {tk} | {sc} | {wall:.0f} | {_test_p50(r)} |"
+            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r, pld, gold)} | {tc}{more} | "
+            f"{tp} + {tk}{more} | {sc}{more} | {wall:.0f}{more} | {_test_p50(r)} |"
         )
     out += per_class_f1(f, d["quality_baselines"] | d["methods"])
     leaks = len(tr["quoting_test_items"])
@@ -388,12 +391,24 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
     mb = d["methods"].get("dspy-miprov2-budget", {}).get("compile")
     if mb:
         tu = mb["usage"].get("teacher", {})
+        # the finishing process asks every request of the search, new or from DSPy's cache;
+        # the new ones may have been asked by an earlier process of the same search
+        used = tu.get("calls", 0) + tu.get("cache_hits", 0)
+        new = _build_cost(d["methods"]["dspy-miprov2-budget"])[0]
+        n_blind = sum(1 for a in mb.get("earlier_attempts", []) if not a.get("usage"))
         out.append(
             f"\nMIPROv2 at pld's budget: {mb['num_candidates']} instruction candidates and "
             f"{mb['num_trials']} trials for a budget of {mb['teacher_call_budget']} teacher "
-            f"calls; it used {tu.get('calls', 0) + tu.get('cache_hits', 0)} teacher replies "
-            f"({tu.get('calls', 0)} new, {tu.get('cache_hits', 0)} replayed from DSPy's cache: "
-            "requests made before, e.g. by the `light` run, with the same seed)."
+            f"calls; it used {used} teacher replies ({new} asked by its processes on record, "
+            f"{used - new} replayed from DSPy's cache: requests made before, e.g. by the "
+            "`light` run, with the same seed"
+            + (
+                f", or by {n_blind} killed process(es) whose calls were not recorded (a process "
+                "started before the worker recorded MIPROv2's usage live)"
+                if n_blind
+                else ""
+            )
+            + ")."
         )
     for m in OPTIMIZERS:
         ins = d["methods"].get(m, {}).get("instructions")

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from bench.dspy_worker import Paused, TeacherCallBudget, Worker, feedback, usage_of
+from bench.dspy_worker import (
+    CheckpointEvery,
+    Paused,
+    TeacherCallBudget,
+    Worker,
+    feedback,
+    usage_of,
+)
 from bench.peer import (
     carried_over,
     check_frontier_run,
@@ -164,6 +171,38 @@ def test_a_paused_search_stays_on_record_and_its_calls_count_when_it_finishes(
     loaded = _Program([], "Decide the label.")
     w3.optimize("dspy-gepa", pausing, lambda p: loaded, test)
     assert w3.out["dspy-gepa"]["compile"] == info
+
+
+def test_a_search_without_a_hook_keeps_its_calls_on_record_while_it_runs(tmp_path: Path) -> None:
+    """MIPROv2's case: no per-step hook, so the LM callback records usage as calls end; a
+    process killed mid-search leaves what it paid for on disk, not ``usage: {}``."""
+    history: list[dict[str, Any]] = []
+    roles = {"openai/student": "student", "openai/frontier": "teacher"}
+    out, now = tmp_path / "raw.json", [0.0]
+    on_disk: list[dict[str, Any]] = []
+
+    def killed_mid_search(checkpoint: Any, earlier: Any) -> Any:
+        live = CheckpointEvery(checkpoint, seconds=30.0, clock=lambda: now[0])
+        for t, model in (
+            (10.0, "openai/frontier"),
+            (31.0, "openai/student"),
+            (40.0, "openai/student"),
+        ):
+            now[0] = t
+            history.append(_call(model, 5))
+            live.on_lm_start("id", None, {})
+            live.on_lm_end("id", None)
+            on_disk.append(json.loads(out.read_text())["dspy-miprov2-budget-attempts"][0])
+        raise KeyboardInterrupt  # the sitting ends: nothing after this line runs
+
+    w = Worker(out, history, roles)
+    with pytest.raises(KeyboardInterrupt):
+        w.optimize("dspy-miprov2-budget", killed_mid_search, lambda p: None, [])
+    # only the call ending 30 s after the last save wrote the file; the others waited
+    assert [r["usage"].get("student", {}).get("calls", 0) for r in on_disk] == [0, 1, 1]
+    (rec,) = json.loads(out.read_text())["dspy-miprov2-budget-attempts"]
+    assert rec["error"].endswith("(killed?)") and rec["started_utc"].endswith("+00:00")
+    assert rec["usage"]["teacher"]["calls"] == 1 and rec["usage"]["student"]["calls"] == 1
 
 
 def test_a_failed_optimizer_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -399,8 +438,15 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     assert "| dspy-miprov2-budget | 6 |" in text and "| 100 | 9 + 9 |" in text
     assert (
         "42 instruction candidates and 63 trials for a budget of 126 teacher calls; it used "
-        "128 teacher replies (100 new, 28 replayed" in text
+        "128 teacher replies (100 asked by its processes on record, 28 replayed" in text
     )
+    assert "killed process" not in text
+    # a killed process from before live recording left ``usage: {}``: said, not hidden
+    mb_info["earlier_attempts"] = [{"error": "the process ended during the compile (killed?)",
+                                    "wall_s": 0.0, "usage": {}}]  # fmt: skip
+    text = "\n".join(peer_frontier("x-frontier", d))
+    assert "28 replayed from DSPy's cache" in text and "or by 1 killed process(es)" in text
+    assert "| 100 + unrecorded | 9 + 9 + unrecorded |" in text
     assert 'dspy-miprov2-budget\'s instruction, verbatim: "Label a."' in text
     # per class: pld and GEPA (which answered "a" on all six items; pld was right on all)
     gepa_f1 = " | ".join(
