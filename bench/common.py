@@ -57,3 +57,19 @@ def pct(xs: list[float], q: float) -> float:
     import numpy as np
 
     return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def stop_process(proc: subprocess.Popen[str], grace_s: float = 60.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``grace_s``: a llama.cpp server finishes its in-flight
+    request before it exits, which at nice 19 on a long prompt can take minutes, and a
+    benchmark that gives up waiting must not leave it running, orphaned."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return proc.returncode

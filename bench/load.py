@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import ROOT, machine, pct, save
+from bench.common import ROOT, machine, pct, save, stop_process
 from pld.rulebook import Rulebook
 from pld.rules import Instruction, InstructionSet
 from pld.tasks.files import load_task
@@ -79,16 +79,7 @@ class Server:
         self.url = line.split(" ", 1)[1]
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: graceful shutdown
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 @dataclass

@@ -65,7 +65,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, ROOT, machine, write_json
+from bench.common import RESULTS, ROOT, machine, stop_process, write_json
 from bench.dspy_worker import OPTIMIZERS, PAUSED_EXIT
 from bench.models import fetch
 from bench.quality import FRONTIER, distill_config, load, score, spec
@@ -459,8 +459,7 @@ def local_main(a: argparse.Namespace) -> None:
         spec_path = write_spec(work, task, q["seed"], parts, url, teacher)
         rc, wall = run_worker(py, spec_path, work / "raw.json")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process(server)
     fresh = pld_arm(a.dataset, a.model, q, task, train, val, test, work)
     raw_path = work / "raw.json"
     raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
@@ -650,8 +649,7 @@ def run_frontier_worker(
             spec_path = write_spec(work, task, seed, parts, url, teacher, gepa, a.arms, mipro)
             return run_worker(py, spec_path, work / "raw.json")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process(server)
 
 
 def frontier_main(a: argparse.Namespace) -> None:

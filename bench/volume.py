@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, machine, pct, save
+from bench.common import ROOT, machine, pct, save, stop_process
 from bench.load import demo_run_dir
 from pld.models.client import ChatClient
 from pld.rulebook import Rulebook
@@ -52,15 +52,7 @@ class Engine:
         self.spec = f"openai:smollm2@{line.split(' ', 1)[1]}?dialect=llamacpp"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_process(self.proc)
 
 
 async def run_levels(
