@@ -247,6 +247,12 @@ def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
     return tc, tp, tk, sc, sum(x["wall_s"] for x in parts)
 
 
+def _unrecorded(compile_info: dict[str, Any]) -> int:
+    """Earlier processes of a search that left no usage (killed before the worker recorded
+    MIPROv2's usage live): their share of every cost is missing from the row."""
+    return sum(1 for a in compile_info.get("earlier_attempts", []) if not a.get("usage"))
+
+
 def _attempt_line(att: dict[str, Any], methods: dict[str, Any]) -> str:
     """One optimizer process that ended before its optimizer returned: paused on request (a
     search longer than a sitting) or died. Its calls count toward the optimizer's cost, which
@@ -363,9 +369,7 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
         )
     for m, r in d["methods"].items():
         tc, tp, tk, sc, wall = _build_cost(r)
-        # a killed process that left no usage: its share of each cost is missing, so say so
-        blind = any(not a.get("usage") for a in r.get("compile", {}).get("earlier_attempts", []))
-        more = " + unrecorded" if blind else ""
+        more = " + unrecorded" if _unrecorded(r.get("compile", {})) else ""
         out.append(
             f"| {m} | {r['n']} | {_scores(r)} | "
             f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r, pld, gold)} | {tc}{more} | "
@@ -395,7 +399,7 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
         # the new ones may have been asked by an earlier process of the same search
         used = tu.get("calls", 0) + tu.get("cache_hits", 0)
         new = _build_cost(d["methods"]["dspy-miprov2-budget"])[0]
-        n_blind = sum(1 for a in mb.get("earlier_attempts", []) if not a.get("usage"))
+        n_blind = _unrecorded(mb)
         out.append(
             f"\nMIPROv2 at pld's budget: {mb['num_candidates']} instruction candidates and "
             f"{mb['num_trials']} trials for a budget of {mb['teacher_call_budget']} teacher "
