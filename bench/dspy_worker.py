@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -134,6 +135,63 @@ class CheckpointEvery:
             self.checkpoint()
 
 
+class CacheRecording:
+    """DSPy's disk cache mirrored to a committed JSON-lines file, so a search resumes on any
+    machine. The cache itself (sqlite shards) is git-ignored and each sitting may start on a
+    fresh checkout: without this, a MIPROv2 search longer than a sitting (Contract-NLI's is
+    hours) redoes every student call each time and never finishes. ``restore`` fills the disk
+    cache from the file at start; ``record`` appends the entries the file does not hold yet
+    (called with every save of the results file, so a killed process loses at most its last
+    ~30 s). Entries are DSPy's own cached values (JSON: the replies and their usage, never
+    the request, so the file quotes no dataset item), keyed by DSPy's request hash; a restored
+    call is a cache replay and is counted as one, not as a new call."""
+
+    def __init__(self, disk: Any, path: Path) -> None:
+        self.disk, self.path = disk, path
+        self.recorded: set[str] = set()
+        self.lock = threading.Lock()
+
+    def restore(self) -> int:
+        """Entries added to the disk cache; a torn last line (a process killed mid-write) is
+        skipped, its call redone."""
+        added = 0
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        for line in lines:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            key = str(r["key"])
+            self.recorded.add(key)
+            if key not in self.disk:
+                self.disk[key] = r["value"]
+                added += 1
+        return added
+
+    def record(self) -> int:
+        """Append the disk cache's entries not in the file yet; returns how many."""
+        with self.lock:
+            lines = []
+            for key in list(self.disk):
+                if key in self.recorded:
+                    continue
+                value = self.disk.get(key)
+                try:
+                    lines.append(json.dumps({"key": key, "value": value}, sort_keys=True))
+                except TypeError:  # not JSON (no DSPy 3.4.1 entry is): redone on resume
+                    continue
+                self.recorded.add(key)
+            if not lines:
+                return 0
+            torn = self.path.exists() and not self.path.read_bytes().endswith(b"\n")
+            with self.path.open("a") as f:
+                f.write(("\n" if torn and self.path.stat().st_size else "") + "\n".join(lines))
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            return len(lines)
+
+
 def usage_of(entries: list[dict[str, Any]], roles: dict[str, str]) -> Usage:
     """Calls and tokens per role ("student", "teacher") in DSPy history entries. DSPy 3.4.1
     does not always flag a disk-cache replay as a hit; a replay carries no usage, while every
@@ -162,9 +220,14 @@ class Worker:
     atomically after every step, so a killed process loses at most the step it was in."""
 
     def __init__(
-        self, out_path: Path, history: list[dict[str, Any]], roles: dict[str, str]
+        self,
+        out_path: Path,
+        history: list[dict[str, Any]],
+        roles: dict[str, str],
+        on_save: Callable[[], object] = lambda: None,
     ) -> None:
         self.out_path, self.history, self.roles = out_path, history, roles
+        self.on_save = on_save
         self.out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
         self.failed: list[str] = []
         self.paused: list[str] = []
@@ -176,6 +239,7 @@ class Worker:
         tmp = self.out_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.out, indent=2) + "\n")
         tmp.replace(self.out_path)
+        self.on_save()
 
     def run(self, program: Any, items: list[Any]) -> dict[str, Any]:
         """Each item's label (None when DSPy cannot parse the reply: scored wrong by pld),
@@ -256,6 +320,9 @@ class Worker:
         checkpoint()
         try:
             optimized, extra = compile_fn(checkpoint, earlier)
+        except (KeyboardInterrupt, SystemExit):  # stopped (SIGTERM): its calls up to now
+            checkpoint()
+            raise
         except Paused as e:
             rec["error"] = str(e)  # "paused by …": bench.tables reads the prefix
             checkpoint()
@@ -295,6 +362,23 @@ def main() -> None:
     dspy.configure_cache(
         enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=spec["cache_dir"]
     )
+    recording = CacheRecording(
+        dspy.cache.disk_cache, Path(spec.get("cache_recording") or spec["cache_dir"] + ".jsonl")
+    )
+    print(f"DSPy cache: {recording.restore()} entries restored from {recording.path}", flush=True)
+    # bench.peer stops the worker with SIGTERM: exit through the ``finally`` below (and the
+    # compile's last checkpoint) instead of dying with the last seconds' calls unrecorded
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        run_arms(dspy, spec, recording)
+    finally:
+        print(f"DSPy cache: {recording.record()} new entries recorded", flush=True)
+
+
+def run_arms(dspy: Any, spec: dict[str, Any], recording: CacheRecording) -> None:
+    """Every arm the spec asks for, in order; finished ones stay in the results file."""
+    from dspy.clients import base_lm
+
     student = dspy.LM(
         "openai/student",
         temperature=0.0,
@@ -309,6 +393,7 @@ def main() -> None:
         Path(sys.argv[2]),
         base_lm.GLOBAL_HISTORY,
         {student.model: "student", teacher.model: "teacher"},
+        recording.record,
     )
 
     label_type = Literal[tuple(spec["labels"])]  # type: ignore[valid-type]

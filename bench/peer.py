@@ -277,6 +277,8 @@ def write_spec(
         "input_fields": template_fields(task.input_template),
         "seed": seed,
         "cache_dir": str(work / "cache"),
+        # committed (the cache is not): see dspy_worker.CacheRecording
+        "cache_recording": str(work / "cache.jsonl"),
         "base_url": student_url,
         "teacher": dict(teacher),
         "arms": list(arms),

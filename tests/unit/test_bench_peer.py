@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench.dspy_worker import (
+    CacheRecording,
     CheckpointEvery,
     Paused,
     TeacherCallBudget,
@@ -193,7 +194,7 @@ def test_a_search_without_a_hook_keeps_its_calls_on_record_while_it_runs(tmp_pat
             live.on_lm_start("id", None, {})
             live.on_lm_end("id", None)
             on_disk.append(json.loads(out.read_text())["dspy-miprov2-budget-attempts"][0])
-        raise KeyboardInterrupt  # the sitting ends: nothing after this line runs
+        raise KeyboardInterrupt  # the sitting ends (SIGTERM, in the worker)
 
     w = Worker(out, history, roles)
     with pytest.raises(KeyboardInterrupt):
@@ -202,7 +203,32 @@ def test_a_search_without_a_hook_keeps_its_calls_on_record_while_it_runs(tmp_pat
     assert [r["usage"].get("student", {}).get("calls", 0) for r in on_disk] == [0, 1, 1]
     (rec,) = json.loads(out.read_text())["dspy-miprov2-budget-attempts"]
     assert rec["error"].endswith("(killed?)") and rec["started_utc"].endswith("+00:00")
-    assert rec["usage"]["teacher"]["calls"] == 1 and rec["usage"]["student"]["calls"] == 1
+    # a stop (not a SIGKILL) records the calls since the last save too
+    assert rec["usage"]["teacher"]["calls"] == 1 and rec["usage"]["student"]["calls"] == 2
+
+
+def test_the_cache_recording_resumes_a_search_on_a_fresh_machine(tmp_path: Path) -> None:
+    """A sitting's DSPy cache is written to the committed file as it grows; a fresh checkout
+    (empty cache) gets every recorded entry back, and a line torn by a kill costs one call."""
+    path = tmp_path / "cache.jsonl"
+    sitting: dict[str, Any] = {}
+    rec = CacheRecording(sitting, path)
+    assert rec.restore() == 0 and rec.record() == 0 and not path.exists()
+    sitting["k1"] = {"outputs": ["[[ ## label ## ]]\nrace"], "usage": {"prompt_tokens": 9}}
+    sitting["k2"] = {"outputs": ["x"], "usage": {}}
+    assert rec.record() == 2 and rec.record() == 0  # each entry written once
+    with path.open("a") as f:
+        f.write('{"key": "k3", "val')  # killed mid-line
+    sitting["k4"] = {"outputs": ["y"]}
+    assert rec.record() == 1  # starts on a line of its own
+
+    fresh: dict[str, Any] = {}
+    again = CacheRecording(fresh, path)
+    assert again.restore() == 3
+    assert fresh == {k: sitting[k] for k in ("k1", "k2", "k4")}
+    assert again.record() == 0  # nothing new to write back
+    fresh["k2"] = {"outputs": ["changed"]}
+    assert CacheRecording(fresh, path).restore() == 0  # an entry on disk wins
 
 
 def test_a_failed_optimizer_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
