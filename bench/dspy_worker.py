@@ -183,10 +183,9 @@ class CacheRecording:
                 self.recorded.add(key)
             if not lines:
                 return 0
-            torn = self.path.exists() and not self.path.read_bytes().endswith(b"\n")
-            with self.path.open("a") as f:
-                f.write(("\n" if torn and self.path.stat().st_size else "") + "\n".join(lines))
-                f.write("\n")
+            with self.path.open("a+b") as f:
+                torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+                f.write(("\n" if torn else "").encode() + "\n".join(lines).encode() + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
             return len(lines)
