@@ -224,9 +224,10 @@ class Worker:
         history: list[dict[str, Any]],
         roles: dict[str, str],
         on_save: Callable[[], object] = lambda: None,
+        cache_entries: Callable[[], int] | None = None,
     ) -> None:
         self.out_path, self.history, self.roles = out_path, history, roles
-        self.on_save = on_save
+        self.on_save, self.cache_entries = on_save, cache_entries
         self.out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
         self.failed: list[str] = []
         self.paused: list[str] = []
@@ -310,6 +311,10 @@ class Worker:
             "error": "the process ended during the compile (killed?)",
             "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if self.cache_entries is not None:
+            # 0: nothing before this process can be replayed, so it starts the search afresh
+            # and the earlier attempts' calls are outside it (bench.tables: ``search_parts``)
+            rec["cache_entries_at_start"] = self.cache_entries()
         attempts.append(rec)
 
         def checkpoint() -> None:
@@ -337,6 +342,11 @@ class Worker:
             return None
         attempts.remove(rec)
         info = {
+            **(
+                {"cache_entries_at_start": rec["cache_entries_at_start"]}
+                if "cache_entries_at_start" in rec
+                else {}
+            ),
             "wall_s": time.perf_counter() - t0,
             "usage": self.usage(start),
             "earlier_attempts": attempts,
@@ -393,6 +403,7 @@ def run_arms(dspy: Any, spec: dict[str, Any], recording: CacheRecording) -> None
         base_lm.GLOBAL_HISTORY,
         {student.model: "student", teacher.model: "teacher"},
         recording.record,
+        lambda: len(dspy.cache.disk_cache),
     )
 
     label_type = Literal[tuple(spec["labels"])]  # type: ignore[valid-type]

@@ -237,11 +237,22 @@ def _u(usage: dict[str, Any], role: str) -> tuple[int, int, int]:
     return calls, prompt, int(u.get("completion_tokens", 0))
 
 
+def search_parts(c: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A compile's processes, split into the search that finished (the last process that
+    started with an empty DSPy cache and every later one: each continued from the cache the
+    one before left) and the void ones before it, whose calls that search could not replay
+    (their cache stayed on another machine, before ``dspy/cache.jsonl``). Paid for and
+    shown, but not the optimizer's cost."""
+    parts = [*c.get("earlier_attempts", []), c]
+    fresh = [i for i, x in enumerate(parts) if x.get("cache_entries_at_start") == 0]
+    start = fresh[-1] if fresh else 0
+    return parts[start:], parts[:start]
+
+
 def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
     """An optimizer's teacher calls, prompt and completion tokens, student calls and wall,
     including the attempts that died and were resumed from the cache."""
-    c = r.get("compile", {"usage": {}, "wall_s": 0.0})
-    parts = [c, *c.get("earlier_attempts", [])]
+    parts = search_parts(r.get("compile", {"usage": {}, "wall_s": 0.0}))[0]
     tc, tp, tk = (sum(_u(x["usage"], "teacher")[i] for x in parts) for i in range(3))
     sc = sum(_u(x["usage"], "student")[0] for x in parts)
     return tc, tp, tk, sc, sum(x["wall_s"] for x in parts)
@@ -250,7 +261,7 @@ def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
 def _unrecorded(compile_info: dict[str, Any]) -> int:
     """Earlier processes of a search that left no usage (killed before the worker recorded
     MIPROv2's usage live): their share of every cost is missing from the row."""
-    return sum(1 for a in compile_info.get("earlier_attempts", []) if not a.get("usage"))
+    return sum(1 for a in search_parts(compile_info)[0] if not a.get("usage"))
 
 
 def _attempt_line(att: dict[str, Any], methods: dict[str, Any]) -> str:
@@ -268,13 +279,20 @@ def _attempt_line(att: dict[str, Any], methods: dict[str, Any]) -> str:
     return f"\nA {opt or 'DSPy'} attempt {ended} after {att['wall_s']:.0f} s {fate}: {err}"
 
 
+VOID = (
+    "a later process started the search again from an empty DSPy cache (a fresh machine, "
+    "before dspy/cache.jsonl kept the cache), so none of its calls were replayed"
+)
+
+
 def _lost_line(att: dict[str, Any]) -> str:
     """An attempt whose search state is gone (see ``bench.peer.carried_over``): paid for, and
     shown, but outside the search that replaced it, so no row counts its calls."""
     tc, sc = _u(att["usage"], "teacher")[0], _u(att["usage"], "student")[0]
+    calls = f"{tc} teacher and {sc} student calls" if att["usage"] else "calls not recorded"
     return (
-        f"\nA {att.get('optimizer', 'DSPy')} attempt of {att['wall_s']:.0f} s ({tc} teacher and "
-        f"{sc} student calls, not counted in any row) is void: {att['lost']}."
+        f"\nA {att.get('optimizer', 'DSPy')} attempt of {att['wall_s']:.0f} s ({calls}, "
+        f"not counted in any row) is void: {att['lost']}."
     )
 
 
@@ -390,8 +408,17 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
             f"teacher calls (budget {g['teacher_call_budget']}), {g['metric_calls']} student "
             f"rollouts, {g['candidates']} candidates."
         )
-    out += [_attempt_line(att, d["methods"]) for att in d.get("failed_attempts", [])]
-    out += [_lost_line(att) for att in d.get("lost_attempts", [])]
+    void = [
+        {**att, "optimizer": m, "lost": VOID}
+        for m, r in d["methods"].items()
+        for att in search_parts(r.get("compile", {}))[1]
+    ]
+    out += [
+        _attempt_line(att, d["methods"])
+        for att in d.get("failed_attempts", [])
+        if {**att, "lost": VOID} not in void
+    ]
+    out += [_lost_line(att) for att in [*d.get("lost_attempts", []), *void]]
     mb = d["methods"].get("dspy-miprov2-budget", {}).get("compile")
     if mb:
         tu = mb["usage"].get("teacher", {})

@@ -196,13 +196,14 @@ def test_a_search_without_a_hook_keeps_its_calls_on_record_while_it_runs(tmp_pat
             on_disk.append(json.loads(out.read_text())["dspy-miprov2-budget-attempts"][0])
         raise KeyboardInterrupt  # the sitting ends (SIGTERM, in the worker)
 
-    w = Worker(out, history, roles)
+    w = Worker(out, history, roles, cache_entries=lambda: 0)
     with pytest.raises(KeyboardInterrupt):
         w.optimize("dspy-miprov2-budget", killed_mid_search, lambda p: None, [])
     # only the call ending 30 s after the last save wrote the file; the others waited
     assert [r["usage"].get("student", {}).get("calls", 0) for r in on_disk] == [0, 1, 1]
     (rec,) = json.loads(out.read_text())["dspy-miprov2-budget-attempts"]
     assert rec["error"].endswith("(killed?)") and rec["started_utc"].endswith("+00:00")
+    assert rec["cache_entries_at_start"] == 0  # a search started afresh (bench.tables)
     # a stop (not a SIGKILL) records the calls since the last save too
     assert rec["usage"]["teacher"]["calls"] == 1 and rec["usage"]["student"]["calls"] == 2
 
@@ -473,6 +474,31 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     text = "\n".join(peer_frontier("x-frontier", d))
     assert "28 replayed from DSPy's cache" in text and "or by 1 killed process(es)" in text
     assert "| 100 + unrecorded | 9 + 9 + unrecorded |" in text
+    # the search restarted from an empty cache (a fresh machine): the processes before that
+    # are void (paid, shown, outside the row), whatever they recorded
+    lost_search = {
+        "error": "the process ended during the compile (killed?)",
+        "wall_s": 60.0,
+        "usage": {
+            "teacher": {"calls": 50, "prompt_tokens": 5},
+            "student": {"calls": 70, "prompt_tokens": 7},
+        },
+    }
+    restart = {
+        "error": "the process ended during the compile (killed?)",
+        "wall_s": 2.0,
+        "cache_entries_at_start": 0,
+        "usage": {"student": {"calls": 11, "prompt_tokens": 1}},
+    }
+    mb_info["earlier_attempts"] = [*mb_info["earlier_attempts"], lost_search, restart]
+    d["failed_attempts"] = [{"optimizer": "dspy-miprov2-budget", **a}
+                            for a in mb_info["earlier_attempts"]]  # fmt: skip
+    text = "\n".join(peer_frontier("x-frontier", d))
+    assert "| 100 | 9 + 9 | 11 | 7 |" in text  # the restart and the finishing process only
+    assert "(calls not recorded, not counted in any row) is void: a later process" in text
+    assert "(50 teacher and 70 student calls, not counted in any row) is void" in text
+    assert text.count("dspy-miprov2-budget attempt failed after 2 s and was resumed") == 1
+    assert "failed after 60 s" not in text and "killed process" not in text
     assert 'dspy-miprov2-budget\'s instruction, verbatim: "Label a."' in text
     # per class: pld and GEPA (which answered "a" on all six items; pld was right on all)
     gepa_f1 = " | ".join(
