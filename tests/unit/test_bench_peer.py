@@ -490,9 +490,11 @@ def test_frontier_table_renders_what_peer_writes() -> None:
         "cache_entries_at_start": 0,
         "usage": {"student": {"calls": 11, "prompt_tokens": 1}},
     }
-    mb_info["earlier_attempts"] = [*mb_info["earlier_attempts"], lost_search, restart]
+    killed: dict[str, Any] = {"error": "the process ended during the compile (killed?)",
+                              "wall_s": 0.0, "usage": {}}  # fmt: skip
+    mb_info["earlier_attempts"] = [killed, lost_search, restart]
     d["failed_attempts"] = [{"optimizer": "dspy-miprov2-budget", **a}
-                            for a in mb_info["earlier_attempts"]]  # fmt: skip
+                            for a in (killed, lost_search, restart)]  # fmt: skip
     text = "\n".join(peer_frontier("x-frontier", d))
     assert "| 100 | 9 + 9 | 11 | 7 |" in text  # the restart and the finishing process only
     assert "(calls not recorded, not counted in any row) is void: a later process" in text
