@@ -242,8 +242,11 @@ def search_parts(c: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
     started with an empty DSPy cache and every later one: each continued from the cache the
     one before left) and the void ones before it, whose calls that search could not replay
     (their cache stayed on another machine, before ``dspy/cache.jsonl``). Paid for and
-    shown, but not the optimizer's cost."""
+    shown, but not the optimizer's cost. GEPA resumes from its own committed checkpoint (its
+    record counts the teacher calls of all its processes), so none of its processes is void."""
     parts = [*c.get("earlier_attempts", []), c]
+    if "teacher_calls_all_processes" in c:
+        return parts, []
     fresh = [i for i, x in enumerate(parts) if x.get("cache_entries_at_start") == 0]
     start = fresh[-1] if fresh else 0
     return parts[start:], parts[:start]

@@ -501,6 +501,10 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     assert "(50 teacher and 70 student calls, not counted in any row) is void" in text
     assert text.count("dspy-miprov2-budget attempt failed after 2 s and was resumed") == 1
     assert "failed after 60 s" not in text and "killed process" not in text
+    # GEPA resumes from its own checkpoint, not the cache: a fresh machine voids nothing
+    compile_info["earlier_attempts"] = [restart]
+    text = "\n".join(peer_frontier("x-frontier", d))
+    assert "| 3 | 90 + 30 | 11 | 14 |" in text and "dspy-gepa attempt of 2 s" not in text
     assert 'dspy-miprov2-budget\'s instruction, verbatim: "Label a."' in text
     # per class: pld and GEPA (which answered "a" on all six items; pld was right on all)
     gepa_f1 = " | ".join(
