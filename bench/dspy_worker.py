@@ -171,7 +171,7 @@ class CacheRecording:
     def record(self) -> int:
         """Append the disk cache's entries not in the file yet; returns how many."""
         with self.lock:
-            lines = []
+            keys, lines = [], []
             for key in list(self.disk):
                 if key in self.recorded:
                     continue
@@ -180,7 +180,7 @@ class CacheRecording:
                     lines.append(json.dumps({"key": key, "value": value}, sort_keys=True))
                 except TypeError:  # not JSON (no DSPy 3.4.1 entry is): redone on resume
                     continue
-                self.recorded.add(key)
+                keys.append(key)
             if not lines:
                 return 0
             with self.path.open("a+b") as f:
@@ -188,6 +188,7 @@ class CacheRecording:
                 f.write(("\n" if torn else "").encode() + "\n".join(lines).encode() + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
+            self.recorded.update(keys)  # only once on disk: a failed write is retried
             return len(lines)
 
 
@@ -224,10 +225,10 @@ class Worker:
         history: list[dict[str, Any]],
         roles: dict[str, str],
         on_save: Callable[[], object] = lambda: None,
-        cache_entries: Callable[[], int] | None = None,
+        cache_entries_at_start: int | None = None,
     ) -> None:
         self.out_path, self.history, self.roles = out_path, history, roles
-        self.on_save, self.cache_entries = on_save, cache_entries
+        self.on_save, self.cache_entries_at_start = on_save, cache_entries_at_start
         self.out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
         self.failed: list[str] = []
         self.paused: list[str] = []
@@ -311,10 +312,11 @@ class Worker:
             "error": "the process ended during the compile (killed?)",
             "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        if self.cache_entries is not None:
-            # 0: nothing before this process can be replayed, so it starts the search afresh
-            # and the earlier attempts' calls are outside it (bench.tables: ``search_parts``)
-            rec["cache_entries_at_start"] = self.cache_entries()
+        if self.cache_entries_at_start is not None:
+            # the process's, before any arm ran (a finished arm's test pass refills the cache):
+            # 0 means nothing an earlier process did can be replayed, so this one starts the
+            # search afresh and the earlier attempts are outside it (``bench.tables``)
+            rec["cache_entries_at_start"] = self.cache_entries_at_start
         attempts.append(rec)
 
         def checkpoint() -> None:
@@ -379,12 +381,12 @@ def main() -> None:
     # compile's last checkpoint) instead of dying with the last seconds' calls unrecorded
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        run_arms(dspy, spec, recording)
+        run_arms(dspy, spec, recording, len(dspy.cache.disk_cache))
     finally:
         print(f"DSPy cache: {recording.record()} new entries recorded", flush=True)
 
 
-def run_arms(dspy: Any, spec: dict[str, Any], recording: CacheRecording) -> None:
+def run_arms(dspy: Any, spec: dict[str, Any], recording: CacheRecording, entries: int) -> None:
     """Every arm the spec asks for, in order; finished ones stay in the results file."""
     from dspy.clients import base_lm
 
@@ -403,7 +405,7 @@ def run_arms(dspy: Any, spec: dict[str, Any], recording: CacheRecording) -> None
         base_lm.GLOBAL_HISTORY,
         {student.model: "student", teacher.model: "teacher"},
         recording.record,
-        lambda: len(dspy.cache.disk_cache),
+        entries,
     )
 
     label_type = Literal[tuple(spec["labels"])]  # type: ignore[valid-type]

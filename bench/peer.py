@@ -296,10 +296,18 @@ def write_spec(
 
 
 def run_worker(py: Path, spec_path: Path, raw_path: Path) -> tuple[int, float]:
+    """The worker in its own environment. Stopped (this process ending on SIGTERM, the end of
+    a sitting) with SIGTERM and a grace period, not ``subprocess.run``'s SIGKILL, so it saves
+    its last usage and its cache recording (``dspy_worker.main``) before it exits."""
     t0 = time.perf_counter()
-    rc = subprocess.run(
-        [str(py), str(ROOT / "bench" / "dspy_worker.py"), str(spec_path), str(raw_path)]
-    ).returncode
+    proc: subprocess.Popen[str] = subprocess.Popen(
+        [str(py), str(ROOT / "bench" / "dspy_worker.py"), str(spec_path), str(raw_path)],
+        text=True,
+    )
+    try:
+        rc = proc.wait()
+    finally:
+        stop_process(proc)
     return rc, time.perf_counter() - t0
 
 

@@ -244,6 +244,8 @@ def search_parts(c: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
     (their cache stayed on another machine, before ``dspy/cache.jsonl``). Paid for and
     shown, but not the optimizer's cost. GEPA resumes from its own committed checkpoint (its
     record counts the teacher calls of all its processes), so none of its processes is void."""
+    if not c:  # no compile: dspy.Predict
+        return [], []
     parts = [*c.get("earlier_attempts", []), c]
     if "teacher_calls_all_processes" in c:
         return parts, []
@@ -414,12 +416,14 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
     void = [
         {**att, "optimizer": m, "lost": VOID}
         for m, r in d["methods"].items()
+        if not m.endswith("-lenient")  # the same compile as the row it rereads
         for att in search_parts(r.get("compile", {}))[1]
     ]
+    ids = {(a["optimizer"], a.get("started_utc"), a["wall_s"]) for a in void}
     out += [
         _attempt_line(att, d["methods"])
         for att in d.get("failed_attempts", [])
-        if {**att, "lost": VOID} not in void
+        if (att.get("optimizer"), att.get("started_utc"), att["wall_s"]) not in ids
     ]
     out += [_lost_line(att) for att in [*d.get("lost_attempts", []), *void]]
     mb = d["methods"].get("dspy-miprov2-budget", {}).get("compile")

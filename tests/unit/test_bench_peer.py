@@ -196,7 +196,7 @@ def test_a_search_without_a_hook_keeps_its_calls_on_record_while_it_runs(tmp_pat
             on_disk.append(json.loads(out.read_text())["dspy-miprov2-budget-attempts"][0])
         raise KeyboardInterrupt  # the sitting ends (SIGTERM, in the worker)
 
-    w = Worker(out, history, roles, cache_entries=lambda: 0)
+    w = Worker(out, history, roles, cache_entries_at_start=0)
     with pytest.raises(KeyboardInterrupt):
         w.optimize("dspy-miprov2-budget", killed_mid_search, lambda p: None, [])
     # only the call ending 30 s after the last save wrote the file; the others waited
@@ -229,7 +229,16 @@ def test_the_cache_recording_resumes_a_search_on_a_fresh_machine(tmp_path: Path)
     assert fresh == {k: sitting[k] for k in ("k1", "k2", "k4")}
     assert again.record() == 0  # nothing new to write back
     fresh["k2"] = {"outputs": ["changed"]}
-    assert CacheRecording(fresh, path).restore() == 0  # an entry on disk wins
+    assert CacheRecording(fresh, path).restore() == 0
+    assert fresh["k2"] == {"outputs": ["changed"]}  # an entry on disk wins
+
+
+def test_a_failed_append_is_written_again(tmp_path: Path) -> None:
+    rec = CacheRecording({"k1": {"outputs": ["a"]}}, tmp_path / "missing" / "cache.jsonl")
+    with pytest.raises(FileNotFoundError):
+        rec.record()
+    rec.path.parent.mkdir()
+    assert rec.record() == 1 and rec.record() == 0
 
 
 def test_a_failed_optimizer_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -511,6 +520,14 @@ def test_frontier_table_renders_what_peer_writes() -> None:
         f"{methods['dspy-gepa']['per_class'][lab]['f1']:.2f}" for lab in task.labels
     )
     assert f"| dspy-gepa | {gepa_f1} | 0 | 3 |" in text
+    # a row with no compile (dspy.Predict) has no unrecorded cost, and a -lenient row (the
+    # same compile, reread) does not list the void processes a second time
+    methods["dspy-predict"] = {k: v for k, v in methods["dspy-gepa"].items() if k != "compile"}
+    methods["dspy-miprov2-budget-lenient"] = methods["dspy-miprov2-budget"]
+    lines = "\n".join(peer_frontier("x-frontier", d)).splitlines()
+    (predict,) = [x for x in lines if x.startswith("| dspy-predict | 6 |")]
+    assert "unrecorded" not in predict and "| 0 | 0 + 0 | 0 | 0 |" in predict
+    assert sum("is void: a later process" in x for x in lines) == 2
 
 
 def test_a_lost_worker_state_keeps_finished_rows_and_voids_the_unfinished_search() -> None:
