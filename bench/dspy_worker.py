@@ -373,9 +373,7 @@ def main() -> None:
     dspy.configure_cache(
         enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=spec["cache_dir"]
     )
-    recording = CacheRecording(
-        dspy.cache.disk_cache, Path(spec.get("cache_recording") or spec["cache_dir"] + ".jsonl")
-    )
+    recording = CacheRecording(dspy.cache.disk_cache, Path(spec["cache_recording"]))
     print(f"DSPy cache: {recording.restore()} entries restored from {recording.path}", flush=True)
     # bench.peer stops the worker with SIGTERM: exit through the ``finally`` below (and the
     # compile's last checkpoint) instead of dying with the last seconds' calls unrecorded

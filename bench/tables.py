@@ -257,7 +257,7 @@ def search_parts(c: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
 def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
     """An optimizer's teacher calls, prompt and completion tokens, student calls and wall,
     including the attempts that died and were resumed from the cache."""
-    parts = search_parts(r.get("compile", {"usage": {}, "wall_s": 0.0}))[0]
+    parts = search_parts(r.get("compile", {}))[0]
     tc, tp, tk = (sum(_u(x["usage"], "teacher")[i] for x in parts) for i in range(3))
     sc = sum(_u(x["usage"], "student")[0] for x in parts)
     return tc, tp, tk, sc, sum(x["wall_s"] for x in parts)
