@@ -135,6 +135,33 @@ class CheckpointEvery:
             self.checkpoint()
 
 
+class FailedCalls:
+    """A DSPy LM callback that puts every model call that raised (a timeout or a server error,
+    after the client's own retries) into DSPy's call history, which otherwise holds only the
+    calls that returned. DSPy's optimizers catch such errors and go on (MIPROv2's bootstrap
+    counts the example as a failed trace, its evaluations score it 0), so without this a
+    failed call changes a search and shows in no count. Seen on Contract-NLI: one student call
+    of a bootstrap timed out after 600 s on a shared machine, and the demo set built around it
+    differed from the resumed search's. In the history, a failure falls in the same span
+    (``Worker.usage``) as the calls around it; ``usage_of`` counts it as ``failed_calls``."""
+
+    def __init__(self, history: list[dict[str, Any]]) -> None:
+        self.history = history
+        self.model_of: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        with self.lock:
+            self.model_of[call_id] = str(getattr(instance, "model", "unknown"))
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        with self.lock:
+            model = self.model_of.pop(call_id, "unknown")
+            if exception is not None:
+                error = f"{type(exception).__name__}: {str(exception)[:300]}"
+                self.history.append({"model": model, "failed": error, "usage": {}, "outputs": []})
+
+
 class CacheRecording:
     """DSPy's disk cache mirrored to a committed JSON-lines file, so a search resumes on any
     machine. The cache itself (sqlite shards) is git-ignored and each sitting may start on a
@@ -202,6 +229,9 @@ def usage_of(entries: list[dict[str, Any]], roles: dict[str, str]) -> Usage:
         a = acc.setdefault(
             role, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0}
         )
+        if "failed" in e:  # put there by ``FailedCalls``; only present when there were some
+            a["failed_calls"] = a.get("failed_calls", 0) + 1
+            continue
         u = e.get("usage") or {}
         if getattr(e.get("response"), "cache_hit", False) or not u.get("prompt_tokens"):
             a["cache_hits"] += 1
@@ -257,7 +287,11 @@ class Worker:
                 err = ""
             except Exception as e:  # a reply DSPy cannot parse: invalid, scored wrong
                 label, err = None, f"{type(e).__name__}: {str(e)[:200]}"
-                replies = [str((h.get("outputs") or [""])[0])[:400] for h in self.history[n0:]]
+                replies = [
+                    str((h.get("outputs") or [""])[0])[:400]
+                    for h in self.history[n0:]
+                    if "failed" not in h
+                ]
             preds.append(
                 {
                     "id": ex.id,
@@ -398,6 +432,9 @@ def run_arms(dspy: Any, spec: dict[str, Any], recording: CacheRecording, entries
     )
     teacher = teacher_lm(dspy, spec)
     dspy.configure(lm=student, adapter=dspy.ChatAdapter())
+    failures = FailedCalls(base_lm.GLOBAL_HISTORY)
+    for lm in (student, teacher):  # ``lm.copy`` (DSPy's rollouts) shares the callbacks
+        lm.callbacks.append(failures)
     w = Worker(
         Path(sys.argv[2]),
         base_lm.GLOBAL_HISTORY,

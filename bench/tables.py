@@ -263,6 +263,15 @@ def _build_cost(r: dict[str, Any]) -> tuple[int, int, int, int, float]:
     return tc, tp, tk, sc, sum(x["wall_s"] for x in parts)
 
 
+def _failed(r: dict[str, Any], role: str) -> str:
+    """The model calls of ``role`` that raised (timeouts, server errors) in a row's search and
+    test pass, as text for its calls cell: DSPy goes on after them, so they are shown, not
+    hidden in a score (``bench.dspy_worker.FailedCalls``)."""
+    spans = [*search_parts(r.get("compile", {}))[0], r]
+    n = sum(int(x.get("usage", {}).get(role, {}).get("failed_calls", 0)) for x in spans)
+    return f" ({n} failed)" if n else ""
+
+
 def _unrecorded(compile_info: dict[str, Any]) -> int:
     """Earlier processes of a search that left no usage (killed before the worker recorded
     MIPROv2's usage live): their share of every cost is missing from the row."""
@@ -395,8 +404,9 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
         more = " + unrecorded" if _unrecorded(r.get("compile", {})) else ""
         out.append(
             f"| {m} | {r['n']} | {_scores(r)} | "
-            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r, pld, gold)} | {tc}{more} | "
-            f"{tp} + {tk}{more} | {sc}{more} | {wall:.0f}{more} | {_test_p50(r)} |"
+            f"{r['mcnemar_vs_pld']['p_value']:.3g} | {_paired(r, pld, gold)} | "
+            f"{tc}{more}{_failed(r, 'teacher')} | {tp} + {tk}{more} | "
+            f"{sc}{more}{_failed(r, 'student')} | {wall:.0f}{more} | {_test_p50(r)} |"
         )
     out += per_class_f1(f, d["quality_baselines"] | d["methods"])
     leaks = len(tr["quoting_test_items"])

@@ -15,6 +15,7 @@ import pytest
 from bench.dspy_worker import (
     CacheRecording,
     CheckpointEvery,
+    FailedCalls,
     Paused,
     TeacherCallBudget,
     Worker,
@@ -206,6 +207,54 @@ def test_a_search_without_a_hook_keeps_its_calls_on_record_while_it_runs(tmp_pat
     assert rec["cache_entries_at_start"] == 0  # a search started afresh (bench.tables)
     # a stop (not a SIGKILL) records the calls since the last save too
     assert rec["usage"]["teacher"]["calls"] == 1 and rec["usage"]["student"]["calls"] == 2
+
+
+def test_a_call_that_raised_is_counted_where_it_happened(tmp_path: Path) -> None:
+    """DSPy's history holds only the calls that returned and its optimizers go on after a
+    timeout, so the callback puts each failed call there: counted in the span it happened in
+    (the compile's usage or the test pass's), by role, and not read as a student's reply."""
+    history: list[dict[str, Any]] = []
+    roles = {"openai/student": "student", "openai/frontier": "teacher"}
+    failures = FailedCalls(history)
+    student, teacher = (type("LM", (), {"model": m})() for m in roles)
+
+    def call(lm: Any, n: int, error: Exception | None = None) -> None:
+        failures.on_lm_start(f"c{n}", lm, {})
+        if error is None:
+            history.append(_call(lm.model, 5, out="label: a"))
+        failures.on_lm_end(f"c{n}", None, error)
+
+    def search(checkpoint: Any, earlier: Any) -> Any:
+        call(student, 1)
+        call(student, 2, TimeoutError("read timed out waiting for headers: no bytes for 600s"))
+        call(teacher, 3)
+        return _Program(history, "Label."), {}
+
+    w = Worker(tmp_path / "raw.json", history, roles)
+    call(teacher, 0, ConnectionError("before the search"))  # in no span below
+    w.optimize("dspy-miprov2", search, lambda p: None, [])
+    info = json.loads((tmp_path / "dspy-miprov2-program.usage.json").read_text())
+    assert info["usage"] == {
+        "student": {"calls": 1, "cache_hits": 0, "prompt_tokens": 5, "completion_tokens": 2,
+                    "failed_calls": 1},
+        "teacher": {"calls": 1, "cache_hits": 0, "prompt_tokens": 5, "completion_tokens": 2},
+    }  # fmt: skip
+    assert history[2]["failed"].startswith("TimeoutError: read timed out")
+    assert failures.model_of == {}  # every started call ended
+
+    class Flaky:  # the test pass: one item's call times out, the program cannot answer
+        signature = type("Sig", (), {"instructions": ""})()
+
+        def __call__(self, text: str) -> Any:
+            if text == "t":
+                call(student, 9, TimeoutError("x"))
+                raise RuntimeError("no reply")
+            call(student, 8)
+            return type("Pred", (), {"label": "a"})()
+
+    r = w.run(Flaky(), [_Item("i0", "ok"), _Item("i1", "t")])
+    assert r["usage"]["student"]["failed_calls"] == 1 and r["usage"]["student"]["calls"] == 1
+    assert r["preds"][1]["label"] is None and r["preds"][1]["replies"] == []
 
 
 def test_the_cache_recording_resumes_a_search_on_a_fresh_machine(tmp_path: Path) -> None:
@@ -485,7 +534,7 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     assert "| 100 + unrecorded | 9 + 9 + unrecorded |" in text
     # the search restarted from an empty cache (a fresh machine): the processes before that
     # are void (paid, shown, outside the row), whatever they recorded
-    lost_search = {
+    lost_search: dict[str, Any] = {
         "error": "the process ended during the compile (killed?)",
         "wall_s": 60.0,
         "usage": {
@@ -493,7 +542,7 @@ def test_frontier_table_renders_what_peer_writes() -> None:
             "student": {"calls": 70, "prompt_tokens": 7},
         },
     }
-    restart = {
+    restart: dict[str, Any] = {
         "error": "the process ended during the compile (killed?)",
         "wall_s": 2.0,
         "cache_entries_at_start": 0,
@@ -528,6 +577,14 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     (predict,) = [x for x in lines if x.startswith("| dspy-predict | 6 |")]
     assert "unrecorded" not in predict and "| 0 | 0 + 0 | 0 | 0 |" in predict
     assert sum("is void: a later process" in x for x in lines) == 2
+    # a model call that raised is shown in its role's cell, search and test pass together;
+    # a void process's failure is not the row's
+    restart["usage"]["student"]["failed_calls"] = 1
+    lost_search["usage"]["student"]["failed_calls"] = 5
+    methods["dspy-miprov2-budget"]["usage"] = {"student": {"failed_calls": 2}}
+    text = "\n".join(peer_frontier("x-frontier", d))
+    assert "| 100 | 9 + 9 | 11 (3 failed) | 7 |" in text
+    assert "| 100 (" not in text
 
 
 def test_a_lost_worker_state_keeps_finished_rows_and_voids_the_unfinished_search() -> None:
