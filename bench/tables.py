@@ -444,19 +444,26 @@ def peer_frontier(name: str, d: dict[str, Any]) -> list[str]:
         used = tu.get("calls", 0) + tu.get("cache_hits", 0)
         new = _build_cost(d["methods"]["dspy-miprov2-budget"])[0]
         n_blind = _unrecorded(mb)
+        if new > used:  # an earlier process asked for proposals the finishing one did not
+            how = (
+                f"{new} asked by its processes on record, {new - used} of them for proposals "
+                "the process that finished did not make again: counted in the row, not used"
+            )
+        else:
+            how = (
+                f"{new} asked by its processes on record, {used - new} replayed from DSPy's "
+                "cache: requests made before, e.g. by the `light` run, with the same seed"
+                + (
+                    f", or by {n_blind} killed process(es) whose calls were not recorded (a "
+                    "process started before the worker recorded MIPROv2's usage live)"
+                    if n_blind
+                    else ""
+                )
+            )
         out.append(
             f"\nMIPROv2 at pld's budget: {mb['num_candidates']} instruction candidates and "
             f"{mb['num_trials']} trials for a budget of {mb['teacher_call_budget']} teacher "
-            f"calls; it used {used} teacher replies ({new} asked by its processes on record, "
-            f"{used - new} replayed from DSPy's cache: requests made before, e.g. by the "
-            "`light` run, with the same seed"
-            + (
-                f", or by {n_blind} killed process(es) whose calls were not recorded (a process "
-                "started before the worker recorded MIPROv2's usage live)"
-                if n_blind
-                else ""
-            )
-            + ")."
+            f"calls; it used {used} teacher replies ({how})."
         )
     for m in OPTIMIZERS:
         ins = d["methods"].get(m, {}).get("instructions")

@@ -585,6 +585,13 @@ def test_frontier_table_renders_what_peer_writes() -> None:
     text = "\n".join(peer_frontier("x-frontier", d))
     assert "| 100 | 9 + 9 | 11 (3 failed) | 7 |" in text
     assert "| 100 (" not in text
+    # a resumed process that asked fewer requests than the search paid for (its bootstrap
+    # came out differently, so some proposals were not made again): no negative replay count
+    restart["usage"]["teacher"] = {"calls": 100, "prompt_tokens": 9, "completion_tokens": 9}
+    mb_usage["teacher"] = {"calls": 0, "cache_hits": 90, "prompt_tokens": 0, "completion_tokens": 0}
+    text = "\n".join(peer_frontier("x-frontier", d))
+    assert "it used 90 teacher replies (100 asked by its processes on record, 10 of them" in text
+    assert "-10 replayed" not in text
 
 
 def test_a_lost_worker_state_keeps_finished_rows_and_voids_the_unfinished_search() -> None:
