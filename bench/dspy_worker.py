@@ -266,6 +266,13 @@ class Worker:
     def usage(self, start: int) -> Usage:
         return usage_of(self.history[start:], self.roles)
 
+    def scored(self, name: str, items: list[Any]) -> bool:
+        """Whether ``name``'s test answers are on record for exactly these items: a rerun with
+        a larger test set (``bench.quality --n-test``) scores the saved program again, the
+        items answered before replaying from DSPy's cache."""
+        r = self.out.get(name)
+        return r is not None and {p["id"] for p in r["preds"]} == {ex.id for ex in items}
+
     def save(self) -> None:
         tmp = self.out_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.out, indent=2) + "\n")
@@ -314,7 +321,7 @@ class Worker:
         takes them from the cache). The process that finishes moves its record into the
         program's ``compile`` info. An optimizer that raises is recorded and the next one
         still runs (the worker exits 1 at the end)."""
-        if name in self.out:
+        if self.scored(name, test):
             return
         saved = self.out_path.with_name(f"{name}-program.json")
         if saved.exists():
@@ -466,7 +473,7 @@ def run_arms(dspy: Any, spec: dict[str, Any], recording: CacheRecording, entries
     # finished ones stay in the results file.
     arms = spec["arms"]
     zero = dspy.Predict(signature)
-    if "predict" in arms and "dspy-predict" not in w.out:
+    if "predict" in arms and not w.scored("dspy-predict", test):
         w.out["dspy-predict"] = w.run(zero, test)
         w.save()
         print("dspy-predict done", flush=True)

@@ -351,8 +351,23 @@ class Bench:
             calibrate=calibrate,
         )
 
+    def scored(self, st: dict[str, Any], name: str, items: list[Example] | None = None) -> bool:
+        """Whether ``name`` is on record for these items: the whole test set, or, for a
+        method run on a part of it (CoT's first ``cot_n``), as many items, all still in the
+        test set. A rerun with a larger ``--n-test`` rescores what was scored on fewer (the
+        stratified sample is nested, so the items scored before replay from the student cache
+        and only the new ones cost a call) and keeps CoT's items, which it would otherwise
+        redo at ~30 s each: sorted by id, the larger sample's first ``cot_n`` are others."""
+        r = st["methods"].get(name)
+        if r is None:
+            return False
+        have, test = set(r["_correct"]), {e.id for e in self.test}
+        if items is None:
+            return have == test
+        return have <= test and len(have) == len(items)
+
     def method(self, st: dict[str, Any], name: str, *args: Any, **kw: Any) -> None:
-        if name not in st["methods"]:
+        if not self.scored(st, name, kw.get("items")):
             st["methods"][name] = self.evaluate(*args, **kw)
             self.save()
 
@@ -396,12 +411,12 @@ class Bench:
             return
         st["distill"] = distill_record(d, time.perf_counter() - t0)
         rb = Rulebook.load(run)
-        if "pld" not in st["methods"]:
+        if not self.scored(st, "pld"):
             self.method(st, "pld", s_spec, student, "pld", rb.prompt, calibrate=rb.calibrate)
             st["methods"]["pld"]["decision"] = rb.decision
             self.save()
         zs = rb.zero_shot_decision
-        if baselines and zs is not None and "zero-shot-fitted" not in st["methods"]:
+        if baselines and zs is not None and not self.scored(st, "zero-shot-fitted"):
             zp = render_layout(str(zs["layout"]), task, None)
             self.method(
                 st,

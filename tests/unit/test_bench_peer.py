@@ -257,6 +257,26 @@ def test_a_call_that_raised_is_counted_where_it_happened(tmp_path: Path) -> None
     assert r["preds"][1]["label"] is None and r["preds"][1]["replies"] == []
 
 
+def test_a_larger_test_set_scores_the_saved_program_again(tmp_path: Path) -> None:
+    """bench.quality's ``--n-test`` grew: the saved program answers the new test set (the
+    items answered before replay from DSPy's cache), with no second search; a test set
+    already on record is not run again."""
+    history: list[dict[str, Any]] = []
+    w = Worker(tmp_path / "raw.json", history, {"openai/student": "student"})
+    prog, searches = _Program(history, "Label."), []
+
+    def search(checkpoint: Any, earlier: Any) -> Any:
+        searches.append(1)
+        return prog, {"num_trials": 3}
+
+    small, large = [_Item("i0", "a")], [_Item("i0", "a"), _Item("i1", "b")]
+    for test in (small, small, large):
+        w.optimize("dspy-miprov2", search, lambda p: prog, test)
+    r = json.loads((tmp_path / "raw.json").read_text())["dspy-miprov2"]
+    assert searches == [1] and len(history) == 3  # 1 item, then 2: nothing twice
+    assert [p["id"] for p in r["preds"]] == ["i0", "i1"] and r["compile"]["num_trials"] == 3
+
+
 def test_the_cache_recording_resumes_a_search_on_a_fresh_machine(tmp_path: Path) -> None:
     """A sitting's DSPy cache is written to the committed file as it grows; a fresh checkout
     (empty cache) gets every recorded entry back, and a line torn by a kill costs one call."""

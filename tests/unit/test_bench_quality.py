@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.quality import parse_args, replay_sources, variant_config, variant_suffix
+from bench.quality import Bench, parse_args, replay_sources, variant_config, variant_suffix
+from pld.tasks.base import Example, stratified_sample
 
 
 def _args(monkeypatch: pytest.MonkeyPatch, *extra: str) -> argparse.Namespace:
@@ -67,3 +69,40 @@ def test_a_variant_replays_the_base_then_its_siblings(tmp_path: Path) -> None:
         tmp_path / names[1] / "teacher",
         tmp_path / names[0] / "teacher",
     ]
+
+
+def test_a_larger_test_set_rescores_what_was_scored_on_fewer_items(tmp_path: Path) -> None:
+    """``--n-test 300`` after a 150-item run: the sample holds the earlier items (so they
+    replay from the student cache) and every method scored on fewer is scored again; CoT,
+    on record for as many items as it asks and all still in the test set, is not."""
+    pool = [Example(f"i{k:03d}", {"text": str(k)}, "abc"[k % 3]) for k in range(600)]
+    small, large = stratified_sample(pool, 150, 0), stratified_sample(pool, 300, 0)
+    assert {e.id for e in small} < {e.id for e in large}
+    calls: list[tuple[str, int]] = []
+
+    def bench(test: list[Example], res: dict[str, Any]) -> Bench:
+        b = Bench(argparse.Namespace(), res, tmp_path / "r.json", tmp_path, None, [], [], test)  # type: ignore[arg-type]
+
+        def evaluate(*args: Any, items: list[Example] | None = None, **kw: Any) -> Any:
+            scored = test if items is None else items
+            calls.append((args[2], len(scored)))
+            return {"_correct": {e.id: True for e in scored}}
+
+        b.evaluate = evaluate  # type: ignore[method-assign]
+        return b
+
+    res: dict[str, Any] = {}
+    st: dict[str, Any] = {"methods": {}}
+    b = bench(small, res)
+    b.method(st, "zero-shot", "spec", "s", "zero-shot")
+    b.method(st, "cot", "spec", "s", "cot", items=small[:60])
+    b = bench(large, res)
+    b.method(st, "zero-shot", "spec", "s", "zero-shot")
+    b.method(st, "cot", "spec", "s", "cot", items=large[:60])
+    b.method(st, "zero-shot", "spec", "s", "zero-shot")  # now on record for these 300
+    assert calls == [("zero-shot", 150), ("cot", 60), ("zero-shot", 300)]
+    assert b.scored(st, "zero-shot") and not b.scored(st, "pld")
+    # a part whose items left the test set (another seed, a smaller set) is scored again
+    b = bench(small[60:], res)
+    b.method(st, "cot", "spec", "s", "cot", items=small[60:120])
+    assert calls[-1] == ("cot", 60) and not b.scored(st, "zero-shot")
