@@ -366,10 +366,13 @@ class Bench:
             return have == test
         return have <= test and len(have) == len(items)
 
-    def method(self, st: dict[str, Any], name: str, *args: Any, **kw: Any) -> None:
-        if not self.scored(st, name, kw.get("items")):
-            st["methods"][name] = self.evaluate(*args, **kw)
-            self.save()
+    def method(self, st: dict[str, Any], name: str, *args: Any, **kw: Any) -> bool:
+        """Score ``name`` unless it is on record for its items; True when it was scored now."""
+        if self.scored(st, name, kw.get("items")):
+            return False
+        st["methods"][name] = self.evaluate(*args, **kw)
+        self.save()
+        return True
 
     def run(
         self, teacher_spec: str, *, teacher_zero_shot: bool, teacher_concurrency: int = 1
@@ -411,24 +414,16 @@ class Bench:
             return
         st["distill"] = distill_record(d, time.perf_counter() - t0)
         rb = Rulebook.load(run)
-        if not self.scored(st, "pld"):
-            self.method(st, "pld", s_spec, student, "pld", rb.prompt, calibrate=rb.calibrate)
+        if self.method(st, "pld", s_spec, student, "pld", rb.prompt, calibrate=rb.calibrate):
             st["methods"]["pld"]["decision"] = rb.decision
             self.save()
         zs = rb.zero_shot_decision
-        if baselines and zs is not None and not self.scored(st, "zero-shot-fitted"):
-            zp = render_layout(str(zs["layout"]), task, None)
-            self.method(
-                st,
-                "zero-shot-fitted",
-                s_spec,
-                student,
-                "zero-shot-fitted",
-                zp,
-                calibrate=bool(zs["calibrate"]),
-            )
-            st["methods"]["zero-shot-fitted"]["decision"] = dict(zs)
-            self.save()
+        if baselines and zs is not None:
+            zp, cal = render_layout(str(zs["layout"]), task, None), bool(zs["calibrate"])
+            fitted = "zero-shot-fitted"
+            if self.method(st, fitted, s_spec, student, fitted, zp, calibrate=cal):
+                st["methods"][fitted]["decision"] = dict(zs)
+                self.save()
         # the ablation rows after pld's own: the synthesized rules, then the final rules with
         # the default decision (layout "default", calibrated)
         synth = student_prompt(task, d.instructions_v0_)

@@ -97,9 +97,9 @@ def test_a_larger_test_set_rescores_what_was_scored_on_fewer_items(tmp_path: Pat
     b.method(st, "zero-shot", "spec", "s", "zero-shot")
     b.method(st, "cot", "spec", "s", "cot", items=small[:60])
     b = bench(large, res)
-    b.method(st, "zero-shot", "spec", "s", "zero-shot")
+    assert b.method(st, "zero-shot", "spec", "s", "zero-shot")  # True: scored now
     b.method(st, "cot", "spec", "s", "cot", items=large[:60])
-    b.method(st, "zero-shot", "spec", "s", "zero-shot")  # now on record for these 300
+    assert not b.method(st, "zero-shot", "spec", "s", "zero-shot")  # on record for these 300
     assert calls == [("zero-shot", 150), ("cot", 60), ("zero-shot", 300)]
     assert b.scored(st, "zero-shot") and not b.scored(st, "pld")
     # a part whose items left the test set (another seed, a smaller set) is scored again
