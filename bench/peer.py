@@ -696,6 +696,14 @@ def frontier_main(a: argparse.Namespace) -> None:
     # the optimizers get train and val; test goes to the worker for the student only
     parts = {"train": train, "val": val, "test": test}
     rc, wall = run_frontier_worker(a, task, q["seed"], parts, budget, work, teacher_dir)
+    if set(pld["_correct"]) != set(gold):
+        # the worker's answers are saved (raw.json, the DSPy cache): only the comparison waits
+        raise SystemExit(
+            f"pld's row in {qres_path} is on {len(pld['_correct'])} items, the test set on "
+            f"{len(gold)}: the DSPy arms' answers are saved in {raw_path}; finish `python -m "
+            f"bench.quality --dataset {a.dataset} --teacher {FRONTIER} --students {a.model} "
+            f"--n-test {len(gold)}`, then rerun this command (it replays them)"
+        )
     transcript = check_no_test_items(
         teacher_dir, item_texts(task, test), item_texts(task, [*train, *val])
     )

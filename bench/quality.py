@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
 from pld.phases.classify import classify
 from pld.phases.layouts import render_layout
-from pld.predictions import example_items
+from pld.predictions import Prediction, example_items
 from pld.prompts import Prompt, student_prompt
 from pld.rulebook import Rulebook
 from pld.stages import Fitting
@@ -93,6 +94,29 @@ def distill_config(max_rounds: int, seed: int) -> DistillConfig:
     )
 
 
+# A rerun with a larger ``--n-test`` answers only the items it adds: the sample is nested, and
+# each recorded answer is what the student cache would replay (same prompt, same item). The
+# first SPOT_CHECK recorded items are answered again all the same; one disagreement and every
+# item is answered anew.
+SPOT_CHECK = 3
+
+
+def carried_predictions(old: Mapping[str, Any] | None, items: list[Example]) -> list[Prediction]:
+    """``old``'s recorded answers to ``items``, as the cache replays they stand for (no
+    latency, so the p50 is this process's calls'); none unless every recorded item is in
+    ``items``, or if any overflowed the context (the record does not say which)."""
+    if not old or "_pred" not in old or old.get("context_overflow"):
+        return []
+    if not set(old["_pred"]) <= {e.id for e in items}:
+        return []
+    pred = old["_pred"]
+    return [
+        Prediction(e.id, pred[e.id], "", None, 0.0, 0, 0, 0, True, e.label)
+        for e in items
+        if e.id in pred
+    ]
+
+
 def score(
     model_spec: str,
     key: str,
@@ -105,8 +129,11 @@ def score(
     train: list[Example],
     seed: int,
     calibrate: bool = True,
+    carried: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score one method on ``items`` with pld's metrics; a given ``prompt`` is used as is."""
+    """Score one method on ``items`` with pld's metrics; a given ``prompt`` is used as is.
+    ``carried``, the method's row scored on part of ``items``, lends its answers
+    (``carried_predictions``) so only the other items cost a call."""
     acct = Accountant()
     client = ChatClient(
         resolve_chat(model_spec),
@@ -115,31 +142,63 @@ def score(
         cache=cache,
         limits=Limits(max_concurrency=1),
     )
-    t0 = time.perf_counter()
-    if prompt is not None:
-        preds = asyncio.run(
-            classify(
-                example_items(items),
-                system_prompt=prompt.system,
-                user_template=prompt.user_template,
-                labels=task.labels,
-                student=client,
-                calibrate=calibrate,
-                shots=prompt.shots,
+
+    def answer(part: list[Example]) -> tuple[Prompt, list[Prediction]]:
+        if prompt is not None:
+            return prompt, asyncio.run(
+                classify(
+                    example_items(part),
+                    system_prompt=prompt.system,
+                    user_template=prompt.user_template,
+                    labels=task.labels,
+                    student=client,
+                    calibrate=calibrate,
+                    shots=prompt.shots,
+                )
             )
+        return asyncio.run(
+            run_method(method, task, part, client, train=train, seed=seed, calibrate=calibrate)
         )
-    else:
-        prompt, preds = asyncio.run(
-            run_method(method, task, items, client, train=train, seed=seed, calibrate=calibrate)
-        )
-    r = method_result(method, prompt, preds, task.labels, acct.total_cost)
+
+    t0 = time.perf_counter()
+    kept = carried_predictions(carried, items)
+    checked = {p.id for p in kept[:SPOT_CHECK]}
+    kept = [p for p in kept if p.id not in checked]
+    ids = {p.id for p in kept}
+    used, preds = answer([e for e in items if e.id not in ids])
+    recorded = carried["_pred"] if carried else {}
+    differ = [p.id for p in preds if p.id in checked and p.label != recorded[p.id]]
+    if differ:
+        print(f"{key} {method}: {differ} answered otherwise than on record: all anew", flush=True)
+        used, more = answer([e for e in items if e.id in ids])
+        preds, kept = [*preds, *more], []
+    order = {e.id: i for i, e in enumerate(items)}
+    every = sorted([*preds, *kept], key=lambda p: order[p.id])
+    r = method_result(method, used, every, task.labels, acct.total_cost)
+    if kept:
+        assert carried is not None
+        n = len(every)
+        for f, per in (
+            ("prompt_tokens", "prompt_tokens_per_item"),
+            ("completion_tokens", "completion_tokens_per_item"),
+        ):
+            r[per] = (sum(getattr(p, f) for p in preds) + carried[per] * len(kept)) / n
+        r["carried_over"] = {
+            "items": len(kept),
+            "spot_checked": len(checked),
+            "agreed": len(checked),
+            "from_n": carried["n"],
+            "from_wall_s": carried.get("wall_s"),
+            "from_student_calls": carried.get("student_calls"),
+        }
     r["wall_s"] = time.perf_counter() - t0
     r["student_calls"] = acct.total_calls
-    r["_correct"] = {p.id: p.correct for p in preds}
-    r["_pred"] = {p.id: p.label for p in preds}
+    r["_correct"] = {p.id: p.correct for p in every}
+    r["_pred"] = {p.id: p.label for p in every}
     print(
         f"{key} {method}: macro-F1 {r['macro_f1']:.3f} [{r['macro_f1_ci95'][0]:.2f}, "
-        f"{r['macro_f1_ci95'][1]:.2f}] n={r['n']}",
+        f"{r['macro_f1_ci95'][1]:.2f}] n={r['n']}"
+        + (f" ({len(kept)} answers carried over)" if kept else ""),
         flush=True,
     )
     return r
@@ -337,6 +396,7 @@ class Bench:
         prompt: Prompt | None = None,
         items: list[Example] | None = None,
         calibrate: bool = True,
+        carried: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         return score(
             model_spec,
@@ -349,14 +409,15 @@ class Bench:
             train=self.train,
             seed=self.a.seed,
             calibrate=calibrate,
+            carried=carried,
         )
 
     def scored(self, st: dict[str, Any], name: str, items: list[Example] | None = None) -> bool:
         """Whether ``name`` is on record for these items: the whole test set, or, for a
         method run on a part of it (CoT's first ``cot_n``), as many items, all still in the
         test set. A rerun with a larger ``--n-test`` rescores what was scored on fewer (the
-        stratified sample is nested, so the items scored before replay from the student cache
-        and only the new ones cost a call) and keeps CoT's items, which it would otherwise
+        stratified sample is nested, so the items scored before are carried over and only the
+        new ones cost a call: ``score``) and keeps CoT's items, which it would otherwise
         redo at ~30 s each: sorted by id, the larger sample's first ``cot_n`` are others."""
         r = st["methods"].get(name)
         if r is None:
@@ -370,6 +431,7 @@ class Bench:
         """Score ``name`` unless it is on record for its items; True when it was scored now."""
         if self.scored(st, name, kw.get("items")):
             return False
+        kw["carried"] = st["methods"].get(name)
         st["methods"][name] = self.evaluate(*args, **kw)
         self.save()
         return True

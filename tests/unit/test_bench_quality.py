@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bench import quality
 from bench.quality import Bench, parse_args, replay_sources, variant_config, variant_suffix
 from pld.tasks.base import Example, stratified_sample
 
@@ -106,3 +107,57 @@ def test_a_larger_test_set_rescores_what_was_scored_on_fewer_items(tmp_path: Pat
     b = bench(small[60:], res)
     b.method(st, "cot", "spec", "s", "cot", items=small[60:120])
     assert calls[-1] == ("cot", 60) and not b.scored(st, "zero-shot")
+
+
+def test_a_larger_test_set_answers_only_the_items_it_adds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The items of the smaller run are carried over as the cache replays they stand for:
+    only the added items and SPOT_CHECK recorded ones are asked, and every figure but latency
+    is what answering all of them anew gives. A spot-checked item answered otherwise than on
+    record and every item is asked again."""
+    from pld.cache import Cache
+    from tests.fakes import LogprobStudent, make_task
+
+    task = make_task()
+    small, large = stratified_sample(list(task.examples), 12, 0), list(task.examples)
+    students: list[LogprobStudent] = []
+
+    def student(_spec: str) -> LogprobStudent:
+        students.append(LogprobStudent())
+        return students[-1]
+
+    monkeypatch.setattr(quality, "resolve_chat", student)
+
+    def run(items: list[Example], carried: dict[str, Any] | None, name: str) -> dict[str, Any]:
+        c = Cache(tmp_path / f"{name}.sqlite")  # a fresh cache: every call is counted
+        return quality.score(
+            "spec", "s", "zero-shot", task, items, c, train=[], seed=0, carried=carried
+        )
+
+    def asked() -> set[str]:
+        return {
+            e.id
+            for e in large
+            for r in students[-1].requests
+            if task.render(e) in r.messages[-1].content
+        }
+
+    first = run(small, None, "a")
+    grown = run(large, first, "b")
+    spot = {e.id for e in large if e.id in first["_pred"]}
+    spot = set(sorted(spot, key=[e.id for e in large].index)[: quality.SPOT_CHECK])
+    assert asked() == {e.id for e in large if e.id not in first["_pred"]} | spot
+    assert grown["carried_over"]["items"] == len(small) - quality.SPOT_CHECK
+    anew = run(large, None, "c")
+    assert len(asked()) == len(large)
+    for f in ("n", "macro_f1", "macro_f1_ci95", "accuracy", "confusion", "_pred", "_correct"):
+        assert grown[f] == anew[f], f
+    assert grown["prompt_tokens_per_item"] == pytest.approx(anew["prompt_tokens_per_item"])
+    # a record the student no longer agrees with is not carried
+    first_id = sorted(spot, key=[e.id for e in large].index)[0]
+    wrong = next(lab for lab in task.labels if lab != first["_pred"][first_id])
+    tampered = {**first, "_pred": {**first["_pred"], first_id: wrong}}
+    again = run(large, tampered, "d")
+    assert len(asked()) == len(large) and "carried_over" not in again
+    assert again["_pred"] == anew["_pred"]
