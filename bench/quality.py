@@ -33,7 +33,7 @@ from bench.models import MODELS, fetch
 from bench.teacher_endpoint import TeacherEndpoint, check_no_test_items
 from pld.cache import Cache
 from pld.config import DistillConfig
-from pld.distiller import Distiller
+from pld.distiller import PHASES, Distiller
 from pld.evaluate import mcnemar_counts, method_result, run_method
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
@@ -42,6 +42,7 @@ from pld.phases.layouts import render_layout
 from pld.predictions import Prediction, example_items
 from pld.prompts import Prompt, student_prompt
 from pld.rulebook import Rulebook
+from pld.rules import InstructionSet
 from pld.stages import Fitting
 from pld.tasks.base import Example, Task, stratified_sample, stratified_split
 from pld.tasks.datasets import load_contract_nli, load_stereoset
@@ -436,6 +437,18 @@ class Bench:
         self.save()
         return True
 
+    @staticmethod
+    def fit_on_record(st: dict[str, Any], run: Path) -> bool:
+        """Whether ``run`` holds a finished fit that results.json recorded: a rerun that
+        scores more items then loads the rulebook instead of resuming the fit, whose decide
+        stage (always rerun, its calls cached) would redo ~300 validation calls on a machine
+        without the student cache."""
+        ledger = run / "run.json"
+        if "distill" not in st or not ledger.exists():
+            return False
+        phases = json.loads(ledger.read_text()).get("phases", {})
+        return all(phases.get(p, {}).get("status") == "done" for p in PHASES)
+
     def run(
         self, teacher_spec: str, *, teacher_zero_shot: bool, teacher_concurrency: int = 1
     ) -> None:
@@ -454,27 +467,30 @@ class Bench:
             self.method(st, "zero-shot", s_spec, student, "zero-shot")
             self.method(st, "zero-shot-raw", s_spec, student, "zero-shot", calibrate=False)
         run = self.out_dir / f"run-{student}"
-        t0 = time.perf_counter()
-        cfg = dataclasses.replace(variant_config(a), teacher_concurrency=teacher_concurrency)
-        d = (_TeacherPhases if a.teacher_only else Distiller)(
-            teacher_spec,
-            s_spec,
-            "local:smollm2",
-            cache=Cache(RESULTS / "quality" / "cache.sqlite"),
-            config=cfg,
-        )
-        try:
-            d.fit(
-                task.with_examples(self.train),
-                task.with_examples(self.val),
-                run_dir=run,
-                resume=(run / "run.json").exists(),
-                force=not (run / "run.json").exists(),
+        if a.teacher_only or not self.fit_on_record(st, run):
+            t0 = time.perf_counter()
+            cfg = dataclasses.replace(variant_config(a), teacher_concurrency=teacher_concurrency)
+            d = (_TeacherPhases if a.teacher_only else Distiller)(
+                teacher_spec,
+                s_spec,
+                "local:smollm2",
+                cache=Cache(RESULTS / "quality" / "cache.sqlite"),
+                config=cfg,
             )
-        except _TeacherPhasesDone:
-            print(f"{student}: extraction and synthesis recorded in {run}", flush=True)
-            return
-        st["distill"] = distill_record(d, time.perf_counter() - t0)
+            try:
+                d.fit(
+                    task.with_examples(self.train),
+                    task.with_examples(self.val),
+                    run_dir=run,
+                    resume=(run / "run.json").exists(),
+                    force=not (run / "run.json").exists(),
+                )
+            except _TeacherPhasesDone:
+                print(f"{student}: extraction and synthesis recorded in {run}", flush=True)
+                return
+            st["distill"] = distill_record(d, time.perf_counter() - t0)
+        else:
+            print(f"{student}: the fit in {run} is on record; not refitted", flush=True)
         rb = Rulebook.load(run)
         if self.method(st, "pld", s_spec, student, "pld", rb.prompt, calibrate=rb.calibrate):
             st["methods"]["pld"]["decision"] = rb.decision
@@ -488,10 +504,11 @@ class Bench:
                 self.save()
         # the ablation rows after pld's own: the synthesized rules, then the final rules with
         # the default decision (layout "default", calibrated)
-        synth = student_prompt(task, d.instructions_v0_)
+        v0 = InstructionSet.from_json(json.loads((run / "instructions_v0.json").read_text()))
+        synth = student_prompt(task, v0)
         self.method(st, "pld-synth", s_spec, student, "pld-synth", synth)
         self.method(st, "pld-synth-raw", s_spec, student, "pld-synth", synth, calibrate=False)
-        undecided = student_prompt(task, d.instructions_)
+        undecided = student_prompt(task, rb.instructions)
         self.method(st, "pld-undecided", s_spec, student, "pld-undecided", undecided)
         self.method(
             st, "pld-undecided-raw", s_spec, student, "pld-undecided", undecided, calibrate=False

@@ -161,3 +161,20 @@ def test_a_larger_test_set_answers_only_the_items_it_adds(
     again = run(large, tampered, "d")
     assert len(asked()) == len(large) and "carried_over" not in again
     assert again["_pred"] == anew["_pred"]
+
+
+def test_a_finished_fit_on_record_is_loaded_not_refitted(tmp_path: Path) -> None:
+    import json
+
+    from pld.distiller import PHASES
+
+    st: dict[str, Any] = {"methods": {}}
+    assert not Bench.fit_on_record(st, tmp_path)  # no fit at all
+    phases = {p: {"status": "done"} for p in PHASES}
+    (tmp_path / "run.json").write_text(json.dumps({"phases": phases}))
+    assert not Bench.fit_on_record(st, tmp_path)  # results.json has no distill record
+    st["distill"] = {"rules": 90}
+    assert Bench.fit_on_record(st, tmp_path)
+    phases["decide"] = {"status": "running"}
+    (tmp_path / "run.json").write_text(json.dumps({"phases": phases}))
+    assert not Bench.fit_on_record(st, tmp_path)  # an unfinished fit resumes
