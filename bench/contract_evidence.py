@@ -1,7 +1,7 @@
 """How much of Contract-NLI's gold evidence survives pld's premise shortening, and how much
 signal a run's student scores carry.
 
-    python -m bench.contract_evidence [--max-chars 1200] [--n-test 150] [--run RUN_DIR]
+    python -m bench.contract_evidence [--max-chars 1200] [--n-test 300] [--run RUN_DIR]
 
 The benchmark shortens each contract to ``--max-chars`` by the ``retrieve`` strategy (the
 contract's own segments sharing most words with the hypothesis; never the gold spans). A
@@ -73,7 +73,7 @@ def student_signal(run: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--max-chars", type=int, default=1200)
-    ap.add_argument("--n-test", type=int, default=150)
+    ap.add_argument("--n-test", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run", type=Path, help="a finished run directory to read")
     a = ap.parse_args()
