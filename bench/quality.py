@@ -35,6 +35,7 @@ from pld.cache import Cache
 from pld.config import DistillConfig
 from pld.distiller import PHASES, Distiller
 from pld.evaluate import mcnemar_counts, method_result, run_method
+from pld.metrics import summary
 from pld.models.client import Accountant, ChatClient, Limits
 from pld.models.registry import resolve_chat
 from pld.phases.classify import classify
@@ -103,9 +104,10 @@ SPOT_CHECK = 3
 
 
 def carried_predictions(old: Mapping[str, Any] | None, items: list[Example]) -> list[Prediction]:
-    """``old``'s recorded answers to ``items``, as the cache replays they stand for (no
-    latency, so the p50 is this process's calls'); none unless every recorded item is in
-    ``items``, or if any overflowed the context (the record does not say which)."""
+    """``old``'s recorded answers to ``items``, as the cache replays they stand for (their
+    latency is not on record: the p50 is of the items answered in this process); none unless
+    every recorded item is in ``items``, or if any overflowed the context (the record does
+    not say which)."""
     if not old or "_pred" not in old or old.get("context_overflow"):
         return []
     if not set(old["_pred"]) <= {e.id for e in items}:
@@ -178,6 +180,8 @@ def score(
     r = method_result(method, used, every, task.labels, acct.total_cost)
     if kept:
         assert carried is not None
+        # latency from this process's answers only (a carried answer has none on record)
+        r.update({k: v for k, v in summary(preds, task.labels, ci=False).items() if "lat" in k})
         n = len(every)
         for f, per in (
             ("prompt_tokens", "prompt_tokens_per_item"),

@@ -4,6 +4,7 @@ and the base run keeps its name (its recorded transcript is found by that name).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,15 @@ def test_a_larger_test_set_answers_only_the_items_it_adds(
     from tests.fakes import LogprobStudent, make_task
 
     task = make_task()
-    small, large = stratified_sample(list(task.examples), 12, 0), list(task.examples)
+    small, large = stratified_sample(list(task.examples), 21, 0), list(task.examples)
     students: list[LogprobStudent] = []
 
+    class Timed(LogprobStudent):  # every answer takes 0.25 s
+        async def complete(self, messages: Any, options: Any) -> Any:
+            return dataclasses.replace(await super().complete(messages, options), latency_s=0.25)
+
     def student(_spec: str) -> LogprobStudent:
-        students.append(LogprobStudent())
+        students.append(Timed())
         return students[-1]
 
     monkeypatch.setattr(quality, "resolve_chat", student)
@@ -149,6 +154,9 @@ def test_a_larger_test_set_answers_only_the_items_it_adds(
     spot = set(sorted(spot, key=[e.id for e in large].index)[: quality.SPOT_CHECK])
     assert asked() == {e.id for e in large if e.id not in first["_pred"]} | spot
     assert grown["carried_over"]["items"] == len(small) - quality.SPOT_CHECK
+    assert grown["latency_p50_s"] == 0.25  # the answered items' (the fake's), none carried
+    # the same from the cache (as the -raw rows read it): the replays' latency, not the carried
+    assert run(large, first, "b")["latency_p50_s"] == 0.25
     anew = run(large, None, "c")
     assert len(asked()) == len(large)
     for f in ("n", "macro_f1", "macro_f1_ci95", "accuracy", "confusion", "_pred", "_correct"):
