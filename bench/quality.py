@@ -181,7 +181,8 @@ def score(
     if kept:
         assert carried is not None
         # latency from this process's answers only (a carried answer has none on record)
-        r.update({k: v for k, v in summary(preds, task.labels, ci=False).items() if "lat" in k})
+        answered = summary(preds, task.labels, ci=False)
+        r.update({k: answered[k] for k in ("latency_p50_s", "latency_p95_s")})
         n = len(every)
         for f, per in (
             ("prompt_tokens", "prompt_tokens_per_item"),
