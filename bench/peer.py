@@ -529,6 +529,21 @@ def check_frontier_run(qres: Mapping[str, Any], model: str, path: Path) -> None:
         )
 
 
+def check_same_items(
+    pld_ids: Iterable[str], test_ids: Iterable[str], qres: Path, raw: Path, ds: str, model: str
+) -> None:
+    """DSPy's arms are compared with pld on the same items only: a test set grown since pld's
+    row was scored (``--n-test``) waits for bench.quality to score pld on it too."""
+    have, want = set(pld_ids), set(test_ids)
+    if have != want:
+        raise SystemExit(
+            f"pld's row in {qres} is on {len(have)} items, the test set on {len(want)}: the "
+            f"DSPy arms' answers are saved in {raw}; finish `python -m bench.quality --dataset "
+            f"{ds} --teacher {FRONTIER} --students {model} --n-test {len(want)}`, then rerun "
+            "this command (it replays them)"
+        )
+
+
 def gepa_budget(requested: int | None, pld_requests: int) -> int:
     """GEPA's budget in teacher calls: at least what pld's teacher answered (issue #13)."""
     if requested is None:
@@ -696,14 +711,8 @@ def frontier_main(a: argparse.Namespace) -> None:
     # the optimizers get train and val; test goes to the worker for the student only
     parts = {"train": train, "val": val, "test": test}
     rc, wall = run_frontier_worker(a, task, q["seed"], parts, budget, work, teacher_dir)
-    if set(pld["_correct"]) != set(gold):
-        # the worker's answers are saved (raw.json, the DSPy cache): only the comparison waits
-        raise SystemExit(
-            f"pld's row in {qres_path} is on {len(pld['_correct'])} items, the test set on "
-            f"{len(gold)}: the DSPy arms' answers are saved in {raw_path}; finish `python -m "
-            f"bench.quality --dataset {a.dataset} --teacher {FRONTIER} --students {a.model} "
-            f"--n-test {len(gold)}`, then rerun this command (it replays them)"
-        )
+    # the worker's answers are saved (raw.json, the DSPy cache): only the comparison waits
+    check_same_items(pld["_correct"], gold, qres_path, raw_path, a.dataset, a.model)
     transcript = check_no_test_items(
         teacher_dir, item_texts(task, test), item_texts(task, [*train, *val])
     )

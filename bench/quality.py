@@ -44,6 +44,8 @@ from pld.predictions import Prediction, example_items
 from pld.prompts import Prompt, student_prompt
 from pld.rulebook import Rulebook
 from pld.rules import InstructionSet
+from pld.run import previous_ledger
+from pld.rundir import RunDir
 from pld.stages import Fitting
 from pld.tasks.base import Example, Task, stratified_sample, stratified_split
 from pld.tasks.datasets import load_contract_nli, load_stereoset
@@ -191,8 +193,7 @@ def score(
             r[per] = (sum(getattr(p, f) for p in preds) + carried[per] * len(kept)) / n
         r["carried_over"] = {
             "items": len(kept),
-            "spot_checked": len(checked),
-            "agreed": len(checked),
+            "spot_checked": len(checked),  # each agreed, or nothing would be carried
             "from_n": carried["n"],
             "from_wall_s": carried.get("wall_s"),
             "from_student_calls": carried.get("student_calls"),
@@ -448,10 +449,9 @@ class Bench:
         scores more items then loads the rulebook instead of resuming the fit, whose decide
         stage (always rerun, its calls cached) would redo ~300 validation calls on a machine
         without the student cache."""
-        ledger = run / "run.json"
-        if "distill" not in st or not ledger.exists():
+        if "distill" not in st or not (run / "run.json").exists():
             return False
-        phases = json.loads(ledger.read_text()).get("phases", {})
+        phases = previous_ledger(run).get("phases", {})
         return all(phases.get(p, {}).get("status") == "done" for p in PHASES)
 
     def run(
@@ -509,7 +509,7 @@ class Bench:
                 self.save()
         # the ablation rows after pld's own: the synthesized rules, then the final rules with
         # the default decision (layout "default", calibrated)
-        v0 = InstructionSet.from_json(json.loads((run / "instructions_v0.json").read_text()))
+        v0 = RunDir(run, read_only=True).load("instructions_v0.json", InstructionSet.from_json)
         synth = student_prompt(task, v0)
         self.method(st, "pld-synth", s_spec, student, "pld-synth", synth)
         self.method(st, "pld-synth-raw", s_spec, student, "pld-synth", synth, calibrate=False)

@@ -25,6 +25,7 @@ from bench.dspy_worker import (
 from bench.peer import (
     carried_over,
     check_frontier_run,
+    check_same_items,
     dspy_methods,
     gepa_budget,
     item_texts,
@@ -451,6 +452,14 @@ def test_check_frontier_run_names_the_fix(tmp_path: Path) -> None:
     unfinished = {**ok, "students": {"qwen-1.5b": {"methods": {}}}}
     with pytest.raises(SystemExit, match="rerun `python -m bench"):
         check_frontier_run(unfinished, "qwen-1.5b", path)
+
+
+def test_no_comparison_with_a_pld_row_on_other_items(tmp_path: Path) -> None:
+    """The DSPy arms answered a grown test set; pld's row is still on the smaller one."""
+    q, raw = tmp_path / "results.json", tmp_path / "raw.json"
+    check_same_items({"a": True, "b": False}, ["b", "a"], q, raw, "d", "m")
+    with pytest.raises(SystemExit, match=r"is on 1 items, the test set on 2.*--n-test 2"):
+        check_same_items({"a": True}, ["a", "b"], q, raw, "d", "m")
 
 
 def _task() -> tuple[Task, list[Example]]:
